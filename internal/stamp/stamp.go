@@ -111,7 +111,6 @@ func Digest(inputs ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-
 // WriteFileAtomic writes data to path through a temporary file in the same
 // directory and a rename, creating the directory when needed.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
