@@ -1,0 +1,255 @@
+package testguest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParsePrintURIs(t *testing.T) {
+	out := `'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_arm64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb 822236 SHA256:732c9135564fc71337e0e05fb4da4d11e6c28c1834bce3e405e575afef2a52f5
+W: some warning
+'http://deb.debian.org/debian/pool/main/d/dropbear/dropbear-bin_2022.83-1%2bdeb12u3_arm64.deb' dropbear-bin_2022.83-1+deb12u3_arm64.deb 143724 SHA256:5ac2b0026ee47cbbb2378e339400a183196e9fe291d4794754b144b2dd8723e0
+`
+	debs, err := parsePrintURIs(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(debs) != 2 {
+		t.Fatalf("got %d debs, want 2: %+v", len(debs), debs)
+	}
+	if debs[0].File != "busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb" || debs[0].Size != 822236 ||
+		debs[0].SHA256 != "732c9135564fc71337e0e05fb4da4d11e6c28c1834bce3e405e575afef2a52f5" {
+		t.Errorf("first deb = %+v", debs[0])
+	}
+	if _, err := parsePrintURIs("'http://x/y.deb' y.deb 12 MD5Sum:abc\n"); err == nil {
+		t.Error("a line without SHA256 was accepted")
+	}
+	if _, err := parsePrintURIs("'http://x/y.deb' ../y.deb 12 SHA256:abc\n"); err == nil {
+		t.Error("a file name with a slash was accepted")
+	}
+}
+
+func TestPkgSpec(t *testing.T) {
+	for in, want := range map[string]string{
+		"busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb": "busybox-static:arm64=1:1.35.0-4+deb12u1+b1",
+		"linux-image-6.1.0-56-arm64_6.1.192-2_arm64.deb":   "linux-image-6.1.0-56-arm64:arm64=6.1.192-2",
+		"zlib1g_1%3a1.2.13.dfsg-1_arm64.deb":               "zlib1g:arm64=1:1.2.13.dfsg-1",
+	} {
+		if got := pkgSpec(in); got != want {
+			t.Errorf("pkgSpec(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRecipeKeyFollowsPackages(t *testing.T) {
+	a := []deb{{File: "a_1_arm64.deb", SHA256: "00"}}
+	b := []deb{{File: "a_2_arm64.deb", SHA256: "00"}}
+	ka, err := recipeKey(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka2, _ := recipeKey(a)
+	kb, _ := recipeKey(b)
+	if ka != ka2 {
+		t.Errorf("key not stable: %s vs %s", ka, ka2)
+	}
+	if ka == kb {
+		t.Errorf("key %s ignores the package version", ka)
+	}
+}
+
+// TestScriptsParse checks every shell script of the recipe with sh -n.
+func TestScriptsParse(t *testing.T) {
+	dir := t.TempDir()
+	if err := extractRecipe(dir); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.HasPrefix(b, []byte("#!/bin/sh")) {
+			return nil
+		}
+		n++
+		if out, err := exec.Command("sh", "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("sh -n %s: %v\n%s", p, err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 6 {
+		t.Errorf("checked %d scripts, want at least 6 (build.sh, init, rcS, rcK, sshd, stand-in, acpi)", n)
+	}
+}
+
+// TestBuild builds the image (or takes it from the cache) and checks its
+// layout against the NixOS SD image's. Needs ARMDEV_E2E=1.
+func TestBuild(t *testing.T) {
+	if os.Getenv("ARMDEV_E2E") != "1" {
+		t.Skip("set ARMDEV_E2E=1 to build the test guest")
+	}
+	if err := Prerequisites(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	res, err := Build(ctx, Options{Log: &log})
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, log.String())
+	}
+	log.Reset()
+	again, err := Build(ctx, Options{Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ImageZst != res.ImageZst || again.SHA256 != res.SHA256 || again.Size != res.Size {
+		t.Errorf("second Build = %+v, want the cached %+v", again, res)
+	}
+	if !strings.Contains(log.String(), "cached image") {
+		t.Errorf("second Build did not use the cache; log:\n%s", log.String())
+	}
+	if sum, err := fileSHA256(res.ImageZst); err != nil || sum != res.SHA256 {
+		t.Errorf("SHA-256 of %s = %s (%v), Result says %s", res.ImageZst, sum, err, res.SHA256)
+	}
+	if len(res.Packages) != 1+len(basePackages) {
+		t.Errorf("Packages = %v", res.Packages)
+	}
+
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if out, err := exec.CommandContext(ctx, "zstd", "-q", "-d", res.ImageZst, "-o", img).CombinedOutput(); err != nil {
+		t.Fatalf("zstd -d: %v\n%s", err, out)
+	}
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != res.Size {
+		t.Errorf("raw image has %d bytes, Result.Size = %d", st.Size(), res.Size)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mbr := make([]byte, 512)
+	if _, err := f.ReadAt(mbr, 0); err != nil {
+		t.Fatal(err)
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+		t.Fatalf("no MBR signature: % x", mbr[510:])
+	}
+	if id := binary.LittleEndian.Uint32(mbr[440:]); id != 0x2178694e {
+		t.Errorf("disk id = %#x, want 0x2178694e (nixpkgs sdImage.firmwarePartitionID)", id)
+	}
+	type part struct {
+		boot, typ     byte
+		start, length int64
+	}
+	parts := make([]part, 4)
+	for i := range parts {
+		e := mbr[446+16*i:]
+		parts[i] = part{e[0], e[4], int64(binary.LittleEndian.Uint32(e[8:])) * 512, int64(binary.LittleEndian.Uint32(e[12:])) * 512}
+	}
+	const MiB = 1 << 20
+	if p := parts[0]; p.typ != 0x0b || p.start != 8*MiB || p.length != 30*MiB || p.boot != 0 {
+		t.Errorf("partition 1 = %+v, want W95 FAT32 (0x0b) at 8 MiB, 30 MiB, not bootable", p)
+	}
+	if p := parts[1]; p.typ != 0x83 || p.start != RootPartitionOffset || p.start+p.length != res.Size || p.boot != 0x80 {
+		t.Errorf("partition 2 = %+v, want Linux (0x83), bootable, from %d to the end (%d)", p, RootPartitionOffset, res.Size)
+	}
+	if parts[2].typ != 0 || parts[3].typ != 0 {
+		t.Errorf("partitions 3 and 4 = %+v %+v, want none", parts[2], parts[3])
+	}
+	fat := make([]byte, 512)
+	if _, err := f.ReadAt(fat, 8*MiB); err != nil {
+		t.Fatal(err)
+	}
+	if fat[510] != 0x55 || fat[511] != 0xaa || !bytes.Contains(fat, []byte("FIRMWARE   FAT")) {
+		t.Errorf("partition 1 holds no FAT file system labelled FIRMWARE")
+	}
+
+	root := img + "?offset=" + strconv.Itoa(RootPartitionOffset)
+	debugfs := func(req string) string {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, "debugfs", "-R", req, root).Output()
+		if err != nil {
+			t.Fatalf("debugfs -R %q: %v", req, err)
+		}
+		return string(out)
+	}
+	conf := debugfs("cat /boot/extlinux/extlinux.conf")
+	for _, want := range []string{"DEFAULT nixos-default", "LINUX ../nixos/Image", "INITRD ../nixos/initrd", "APPEND console=ttyAMA0,115200n8"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("extlinux.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if s := debugfs("stats"); !strings.Contains(s, "Filesystem volume name:   NIXOS_SD") {
+		t.Errorf("root file system is not labelled NIXOS_SD")
+	}
+	for path, want := range map[string]struct{ typ, mode string }{
+		"/boot/nixos/Image":           {"regular", "0644"},
+		"/boot/nixos/initrd":          {"regular", "0644"},
+		"/root/.ssh":                  {"directory", "0700"},
+		"/etc/nixos":                  {"directory", "0755"},
+		"/rsonpath":                   {"directory", "0755"},
+		"/nix-path-registration":      {"regular", "0644"},
+		"/bin/nixos-rebuild":          {"symlink", "0777"},
+		"/sbin/init":                  {"symlink", "0777"},
+		"/usr/sbin/dropbear":          {"regular", "0755"},
+		"/var/log/armdev-standin.log": {"regular", "0666"},
+	} {
+		s := debugfs("stat " + path)
+		if !strings.Contains(s, "Type: "+want.typ+" ") || !strings.Contains(s, "Mode:  "+want.mode+" ") ||
+			!strings.Contains(s, "User:     0   Group:     0 ") {
+			t.Errorf("%s: want a %s, mode %s, owned by root; debugfs says:\n%s", path, want.typ, want.mode, firstLines(s, 3))
+		}
+	}
+	if s := debugfs("ls /root/.ssh"); strings.Contains(s, "authorized_keys") {
+		t.Errorf("the built image must not carry a root key; /root/.ssh holds: %s", s)
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestLockDirExcludes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	unlock, err := lockDir(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := lockDir(ctx, path); err == nil {
+		t.Fatal("a second lock was granted while the first was held")
+	}
+	unlock()
+	unlock2, err := lockDir(context.Background(), path)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}
