@@ -12,45 +12,46 @@ export ARMDEV_SHARE := env("ARMDEV_SHARE", justfile_directory())
 
 # Set up the machine: download, prepare the disk, provision it on first boot.
 arm-dev-init:
-    @{{armdev_dir}}/.just-run init
+    @{{quote(armdev_dir / ".just-run")}} init
 
 # Start the guest in the background; returns when SSH answers.
 arm-dev:
-    @{{armdev_dir}}/.just-run start
+    @{{quote(armdev_dir / ".just-run")}} start
 
 # A shell in the guest at /rsonpath, or run one command: just arm-dev-ssh uname -a
 [positional-arguments]
+[no-exit-message]
 arm-dev-ssh *ARGS:
-    @{{armdev_dir}}/.just-run ssh "$@"
+    @{{quote(armdev_dir / ".just-run")}} ssh "$@"
 
 # Apply share/etc/nixos in the guest (nixos-rebuild switch).
 arm-dev-update:
-    @{{armdev_dir}}/.just-run update
+    @{{quote(armdev_dir / ".just-run")}} update
 
 # Free disk space in the guest: delete old generations, collect nix garbage.
 arm-dev-tidy:
-    @{{armdev_dir}}/.just-run tidy
+    @{{quote(armdev_dir / ".just-run")}} tidy
 
 # Power the guest off gracefully (SSH, then ACPI button, then quit, then kill).
 arm-dev-shutdown:
-    @{{armdev_dir}}/.just-run shutdown
+    @{{quote(armdev_dir / ".just-run")}} shutdown
 
 # Kill this workspace's QEMU at once (via its pid file; nothing else).
 arm-dev-kill:
-    @{{armdev_dir}}/.just-run kill
+    @{{quote(armdev_dir / ".just-run")}} kill
 
 # DESTRUCTIVE: return the disk to its freshly provisioned state (asks first).
 arm-dev-reset:
-    @{{armdev_dir}}/.just-run reset
+    @{{quote(armdev_dir / ".just-run")}} reset
 
 # Is the guest running, on which port, from which image, is the config applied?
 arm-dev-status:
-    @{{armdev_dir}}/.just-run status
+    @{{quote(armdev_dir / ".just-run")}} status
 
 # Attach to the guest's serial console (Ctrl-] detaches).
 arm-dev-console:
-    @{{armdev_dir}}/.just-run console
+    @{{quote(armdev_dir / ".just-run")}} console
 
 # Write an OpenSSH config for the guest (for ssh -F, scp, rsync, VS Code).
 arm-dev-ssh-config:
-    @{{armdev_dir}}/.just-run sshconfig
+    @{{quote(armdev_dir / ".just-run")}} sshconfig

@@ -1,0 +1,295 @@
+package workspace
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rsonpath/armdev/internal/disk"
+	"github.com/rsonpath/armdev/internal/fetch"
+	"github.com/rsonpath/armdev/internal/guestssh"
+	"github.com/rsonpath/armdev/internal/stamp"
+)
+
+// Image runs the image pipeline up to a working disk, without booting it:
+// resolve the Hydra build (once, then pinned in the lock), download and
+// verify it, find u-boot, decompress and inject into a content-addressed
+// base, and put the working overlay on top. Each step is skipped when its
+// inputs did not change (timestamps first, content second).
+func (w *Workspace) Image(ctx context.Context) error {
+	key, err := guestssh.EnsureKey(w.p.ssh())
+	if err != nil {
+		return fmt.Errorf("workspace key: %w", err)
+	}
+	lock, err := w.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	zst, err := w.download(ctx, lock)
+	if err != nil {
+		return err
+	}
+	if _, err := w.ubootPath(ctx); err != nil {
+		return err
+	}
+	initDigest, err := w.initDigest()
+	if err != nil {
+		return err
+	}
+	baseKey := baseKeyOf(lock.SHA256, initDigest, key.AuthorizedKey)
+	if err := w.base(ctx, zst, baseKey, key.AuthorizedKey); err != nil {
+		return err
+	}
+	if err := w.workingDisk(ctx, lock, baseKey); err != nil {
+		return err
+	}
+	return w.configNotice()
+}
+
+// baseKeyOf names a prepared base after everything that goes into it.
+func baseKeyOf(imageSHA, initDigest, authorizedKey string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "image %s\ninit %s\nkey %s\n", imageSHA, initDigest, authorizedKey)
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// resolve returns the pinned build, resolving Hydra's "latest" only when
+// there is no lock or it was made for another release or Hydra.
+func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
+	lock, err := fetch.ReadLock(w.p.lock())
+	switch {
+	case err == nil && lock.Release == w.Cfg.Release && strings.HasPrefix(lock.URL, w.Cfg.HydraURL+"/"):
+		return lock, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fetch.Lock{}, fmt.Errorf("%w (delete it to resolve again)", err)
+	}
+	w.say("resolving the newest NixOS %s aarch64 SD image on %s", w.Cfg.Release, w.Cfg.HydraURL)
+	h := fetch.Hydra{BaseURL: w.Cfg.HydraURL, Client: &http.Client{Timeout: 60 * time.Second}}
+	lock, err = h.Resolve(ctx, w.Cfg.Release)
+	if err != nil {
+		return fetch.Lock{}, fmt.Errorf("resolve image: %w", err)
+	}
+	if err := fetch.WriteLock(w.p.lock(), lock); err != nil {
+		return fetch.Lock{}, err
+	}
+	w.say("pinned Hydra build %d: %s (%s)", lock.BuildID, lock.FileName, humanBytes(lock.Size))
+	return lock, nil
+}
+
+// download makes sure the locked image is present and verified. A verified
+// file has a stamp holding its sha256, newer than the file: then nothing is
+// read and no request is made.
+func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, error) {
+	dest := filepath.Join(w.p.downloads(), fmt.Sprintf("%d-%s", lock.BuildID, lock.FileName))
+	st := stamp.Stamp{Path: dest + ".verified", Inputs: []string{dest}}
+	if _, err := os.Stat(dest); err == nil {
+		if recorded, err := os.ReadFile(st.Path); err == nil && string(recorded) == lock.SHA256+"\n" {
+			if newer, err := targetNewer(st.Path, dest); err == nil && !newer {
+				return dest, nil
+			}
+		}
+		if err := fetch.Verify(dest, lock.Size, lock.SHA256); err == nil {
+			return dest, st.Record(lock.SHA256)
+		}
+	}
+	if err := os.MkdirAll(w.p.downloads(), 0o755); err != nil {
+		return "", fmt.Errorf("download: %w", err)
+	}
+	w.say("downloading %s (%s)", lock.FileName, humanBytes(lock.Size))
+	err := fetch.Download(ctx, lock, dest, fetch.DownloadOptions{Progress: w.Err, Terminal: isTerminal(w.Err)})
+	if err != nil {
+		return "", fmt.Errorf("download image: %w", err)
+	}
+	return dest, st.Record(lock.SHA256)
+}
+
+// ubootPath returns the u-boot.bin to boot with: ARMDEV_UBOOT, else an
+// earlier nix build's copy in the state dir, else a new nix build, else
+// Debian's u-boot-qemu.
+func (w *Workspace) ubootPath(ctx context.Context) (string, error) {
+	path, err := fetch.FindUBoot(ctx, fetch.UBootOptions{Explicit: w.Cfg.UBoot, StateDir: w.Cfg.StateDir})
+	if err != nil {
+		return "", fmt.Errorf("u-boot: %w", err)
+	}
+	return path, nil
+}
+
+// initDigest is the content digest of init/, cached in a stamp.
+func (w *Workspace) initDigest() (string, error) {
+	st := stamp.Stamp{Path: w.p.stamp("init"), Inputs: []string{w.Cfg.InitDir}}
+	digest, same, err := st.Check()
+	if err != nil {
+		return "", err
+	}
+	if !same {
+		if err := st.Record(digest); err != nil {
+			return "", err
+		}
+	}
+	return digest, nil
+}
+
+// base prepares bases/<key>.img: the image decompressed, sparse, with init/
+// and the workspace key laid onto its root partition.
+func (w *Workspace) base(ctx context.Context, zst, key, authorizedKey string) error {
+	final := w.p.base(key)
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(w.p.bases(), 0o755); err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	partial := final + ".partial"
+	defer os.Remove(partial)
+	w.say("decompressing %s", filepath.Base(zst))
+	prog := newProgress(w.Err, "decompress", isTerminal(w.Err))
+	if err := disk.DecompressZstd(ctx, zst, partial, prog.update); err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	prog.done()
+	root, err := disk.RootPartition(partial)
+	if err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	files, err := disk.TreeFiles(w.Cfg.InitDir, "/")
+	if err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	keyLine := []byte(authorizedKey + "\n")
+	files = append(files,
+		disk.File{GuestPath: "/root", Dir: true, Mode: 0o700},
+		disk.File{GuestPath: "/root/.ssh", Dir: true, Mode: 0o700},
+		disk.File{GuestPath: "/root/.ssh/authorized_keys", Data: keyLine, Mode: 0o600},
+		disk.File{GuestPath: "/etc/ssh/authorized_keys.d/root", Data: keyLine, Mode: 0o600},
+	)
+	w.say("laying init/ and the workspace key onto the root partition (offset %d)", root.Start)
+	if err := disk.Inject(ctx, partial, root.Start, files); err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	if err := os.Rename(partial, final); err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	return nil
+}
+
+// workingDisk makes disk.qcow2 on top of the base. An existing disk on
+// another base is only replaced with a yes, and kept as a dated backup.
+func (w *Workspace) workingDisk(ctx context.Context, lock fetch.Lock, baseKey string) error {
+	m, exists, err := w.meta()
+	if err != nil {
+		return err
+	}
+	if exists && m.BaseKey == baseKey {
+		return nil
+	}
+	if exists {
+		if st, _ := w.vmState(); st.Running {
+			return fmt.Errorf("the prepared image changed, but the guest is running on the old disk: stop it (`just arm-dev-shutdown`) and run this again")
+		}
+		ok, err := w.confirm("The prepared image changed (new image or edits in init/). Replace the working disk? The old one is kept as a dated backup.")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("the prepared image changed, but a working disk exists: run again with ARMDEV_YES=1 (or answer yes on a terminal) to replace it; the old disk will be kept as a dated backup")
+		}
+		backup, err := w.backupDisk()
+		if err != nil {
+			return err
+		}
+		w.say("kept the old disk as %s", backup)
+	}
+	size := w.Cfg.DiskSize
+	info, err := disk.ImageInfo(ctx, w.Cfg.QEMUImg, w.p.base(baseKey))
+	if err != nil {
+		return fmt.Errorf("working disk: %w", err)
+	}
+	if size == 0 {
+		size = info.VirtualSize + (20 << 30)
+	}
+	if size < info.VirtualSize {
+		return fmt.Errorf("ARMDEV_DISK_SIZE=%s is smaller than the image (%s): set it to at least %dG", humanBytes(w.Cfg.DiskSize), humanBytes(info.VirtualSize), info.VirtualSize>>30+1)
+	}
+	if err := disk.CreateOverlay(ctx, w.Cfg.QEMUImg, w.p.base(baseKey), w.p.disk(), size); err != nil {
+		return fmt.Errorf("working disk: %w", err)
+	}
+	w.say("working disk %s: %s over base %s", w.p.disk(), humanBytes(size), baseKey)
+	return w.saveMeta(DiskMeta{
+		BaseKey: baseKey, Base: w.p.base(baseKey), Release: lock.Release, BuildID: lock.BuildID,
+		Image: lock.FileName, Created: w.Now().UTC(), RepinHostKey: true,
+	})
+}
+
+// backupDisk moves the working disk and its metadata to backups/.
+func (w *Workspace) backupDisk() (string, error) {
+	if err := os.MkdirAll(w.p.backups(), 0o755); err != nil {
+		return "", fmt.Errorf("back up disk: %w", err)
+	}
+	name := "disk-" + w.Now().Format("20060102-150405")
+	dst := filepath.Join(w.p.backups(), name+".qcow2")
+	for i := 2; exists(dst); i++ { // never overwrite an earlier backup
+		name = fmt.Sprintf("disk-%s-%d", w.Now().Format("20060102-150405"), i)
+		dst = filepath.Join(w.p.backups(), name+".qcow2")
+	}
+	if err := os.Rename(w.p.disk(), dst); err != nil {
+		return "", fmt.Errorf("back up disk: %w", err)
+	}
+	if err := os.Rename(w.p.diskMeta(), filepath.Join(w.p.backups(), name+".json")); err != nil {
+		return "", fmt.Errorf("back up disk: %w", err)
+	}
+	return dst, nil
+}
+
+// configNotice says when share/etc/nixos changed since it was last applied:
+// those edits never rebuild the disk, `arm-dev-update` applies them.
+func (w *Workspace) configNotice() error {
+	m, ok, err := w.meta()
+	if err != nil || !ok || !m.Provisioned {
+		return err
+	}
+	changed, err := w.configChanged(m)
+	if err != nil {
+		return err
+	}
+	if changed {
+		w.say("configuration changed: run `just arm-dev-update`")
+	}
+	return nil
+}
+
+// configChanged compares share/etc/nixos with what was last applied.
+func (w *Workspace) configChanged(m DiskMeta) (bool, error) {
+	digest, err := w.configDigest()
+	if err != nil {
+		return false, err
+	}
+	return digest != m.AppliedConfig, nil
+}
+
+// configDigest is the content digest of share/etc/nixos, cached in a stamp.
+func (w *Workspace) configDigest() (string, error) {
+	st := stamp.Stamp{Path: w.p.stamp("nixos-config"), Inputs: []string{w.Cfg.NixOSConfig}}
+	digest, same, err := st.Check()
+	if err != nil {
+		return "", err
+	}
+	if !same {
+		if err := st.Record(digest); err != nil {
+			return "", err
+		}
+	}
+	return digest, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
