@@ -1,0 +1,356 @@
+// Package e2e drives armdev's real `just` recipes against a real aarch64
+// guest booted by real QEMU and u-boot: the stand-in guest laid out like the
+// NixOS SD image, served by a fake Hydra on loopback.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rsonpath/armdev/internal/harness"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// TestEndToEnd: init (download → prepare → provision) → start → status →
+// commands over SSH → shutdown → start → kill → reset → start.
+func TestEndToEnd(t *testing.T) {
+	if os.Getenv("ARMDEV_E2E") != "1" {
+		t.Skip("set ARMDEV_E2E=1 to boot the aarch64 stand-in guest (see README)")
+	}
+	if missing := harness.Prerequisites(); len(missing) > 0 {
+		t.Fatalf("ARMDEV_E2E=1 but prerequisites are missing:\n%s", strings.Join(missing, "\n"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	h, err := harness.New(ctx, repoRoot(t), t.TempDir(), testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	t.Cleanup(func() { h.Just(context.Background(), nil, "arm-dev-kill") })
+
+	must := func(r harness.Result, what string) harness.Result {
+		t.Helper()
+		if r.Code != 0 {
+			t.Fatalf("%s failed: %s", what, r)
+		}
+		return r
+	}
+	ssh := func(args ...string) harness.Result {
+		return h.Just(ctx, nil, append([]string{"arm-dev-ssh"}, args...)...)
+	}
+
+	// init: download, prepare, provision.
+	r := must(h.Just(ctx, nil, "arm-dev-init"), "arm-dev-init")
+	if !strings.Contains(r.Stdout, "provisioned") {
+		t.Errorf("init did not report provisioning:\n%s", r)
+	}
+	if n := countRequests(h, "/download/"); n != 1 {
+		t.Errorf("the image was downloaded %d times, want 1", n)
+	}
+	// A second init changes nothing and asks nothing of Hydra.
+	h.Hydra.ResetLog()
+	must(h.Just(ctx, nil, "arm-dev-init"), "second arm-dev-init")
+	if reqs := h.Hydra.Requests(); len(reqs) != 0 {
+		t.Errorf("second init made requests: %v", reqs)
+	}
+
+	// start, and SSH listens on 127.0.0.1 only.
+	must(h.Just(ctx, nil, "arm-dev"), "arm-dev")
+	if addrs := listeners(t, h.Port); len(addrs) != 1 || addrs[0] != "127.0.0.1" {
+		t.Errorf("port %d listens on %v, want only 127.0.0.1", h.Port, addrs)
+	}
+	r = must(h.Just(ctx, nil, "arm-dev-status"), "arm-dev-status")
+	for _, want := range []string{"running", fmt.Sprintf("127.0.0.1:%d", h.Port), "Hydra build", "applied"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	// Starting a running guest says so and succeeds.
+	r = must(h.Just(ctx, nil, "arm-dev"), "arm-dev while running")
+	if !strings.Contains(r.Stdout, "already running") {
+		t.Errorf("second start: %s", r)
+	}
+
+	// commands over SSH: architecture, exit status, quoting, stdin.
+	if r = must(ssh("uname", "-m"), "uname"); strings.TrimSpace(r.Stdout) != "aarch64" {
+		t.Errorf("uname -m = %q", r.Stdout)
+	}
+	if r = ssh("sh", "-c", "exit 7"); r.Code != 7 {
+		t.Errorf("exit status: %s", r)
+	}
+	if r = must(ssh("sh", "-c", `echo "a  b"`), "quoting"); r.Stdout != "a  b\n" {
+		t.Errorf("quoting: %q", r.Stdout)
+	}
+	if r = must(h.Just(ctx, strings.NewReader("hi there\n"), "arm-dev-ssh", "cat"), "stdin"); r.Stdout != "hi there\n" {
+		t.Errorf("stdin: %q", r.Stdout)
+	}
+	if r = must(ssh("pwd"), "pwd"); strings.TrimSpace(r.Stdout) != "/rsonpath" {
+		t.Errorf("commands run in %q, want /rsonpath", r.Stdout)
+	}
+
+	// the shared folder, both ways.
+	hostNote := fmt.Sprintf("from the host %d\n", time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(h.Share, "host-note.txt"), []byte(hostNote), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r = must(ssh("cat", "/rsonpath/host-note.txt"), "read shared file"); r.Stdout != hostNote {
+		t.Errorf("guest read %q, want %q", r.Stdout, hostNote)
+	}
+	must(ssh("sh", "-c", "uname -m > /rsonpath/guest-note.txt"), "write shared file")
+	if data, err := os.ReadFile(filepath.Join(h.Share, "guest-note.txt")); err != nil || string(data) != "aarch64\n" {
+		t.Errorf("host read %q, %v", data, err)
+	}
+	if st, err := os.Stat(filepath.Join(h.Share, "guest-note.txt")); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != harness.GuestUID() {
+		t.Errorf("a file the guest made in /rsonpath should belong to uid %d on the host: %v %v", harness.GuestUID(), st, err)
+	}
+
+	// update and tidy run the guest's tools as the guest user through sudo.
+	must(h.Just(ctx, nil, "arm-dev-update"), "arm-dev-update")
+	must(h.Just(ctx, nil, "arm-dev-tidy"), "arm-dev-tidy")
+	calls := standinCalls(t, ssh)
+	if got := filter(calls, "cmd=nixos-rebuild args=switch"); len(got) != 2 || !strings.Contains(got[0], "uid=0 ") || strings.Contains(got[1], "uid=0 ") {
+		t.Errorf("nixos-rebuild switch: want once as root (provisioning) then once via sudo (update), got %q", got)
+	}
+	if got := filter(calls, "cmd=sudo"); len(got) < 3 || !strings.Contains(got[0], "user=armdev") {
+		t.Errorf("sudo calls: %q", got)
+	}
+	if got := filter(calls, "cmd=nix-store args=--gc"); len(got) != 1 {
+		t.Errorf("tidy did not collect garbage: %q", calls)
+	}
+
+	// an interactive shell through tmux lands in /rsonpath and echoes.
+	interactive(t, ctx, h)
+
+	// the generated config works with the system's OpenSSH client.
+	must(h.Just(ctx, nil, "arm-dev-ssh-config"), "arm-dev-ssh-config")
+	cfg := filepath.Join(h.State, "ssh", "config")
+	if r = must(h.Command(ctx, nil, "ssh", "-F", cfg, "armdev", "uname -m"), "ssh -F"); strings.TrimSpace(r.Stdout) != "aarch64" {
+		t.Errorf("ssh -F: %s", r)
+	}
+
+	// something only the guest's disk holds, to see reset discard it.
+	must(ssh("touch", "/home/armdev/made-after-provisioning"), "touch in guest")
+
+	// shutdown: QEMU exits, the pid file goes.
+	pid := h.PID()
+	must(h.Just(ctx, nil, "arm-dev-shutdown"), "arm-dev-shutdown")
+	if alive(pid) || h.PID() != 0 {
+		t.Errorf("after shutdown: pid %d alive=%v, pid file %d", pid, alive(pid), h.PID())
+	}
+
+	// start → kill.
+	must(h.Just(ctx, nil, "arm-dev"), "arm-dev after shutdown")
+	must(ssh("test", "-e", "/home/armdev/made-after-provisioning"), "file survives a reboot")
+	pid = h.PID()
+	must(h.Just(ctx, nil, "arm-dev-kill"), "arm-dev-kill")
+	if alive(pid) || h.PID() != 0 {
+		t.Errorf("after kill: pid %d alive=%v, pid file %d", pid, alive(pid), h.PID())
+	}
+
+	// kill with a stale pid file naming an unrelated live process.
+	decoy := startDecoy(t)
+	if err := os.WriteFile(h.PIDFile(), []byte(strconv.Itoa(decoy.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(h.Just(ctx, nil, "arm-dev-kill"), "arm-dev-kill with a stale pid file")
+	if !alive(decoy.Process.Pid) {
+		t.Errorf("kill killed an unrelated process named armdev-guest")
+	}
+	if h.PID() != 0 {
+		t.Errorf("stale pid file not removed")
+	}
+
+	// reset needs a yes, then returns to the provisioned state.
+	h.Extra = []string{"ARMDEV_YES=0"}
+	if r = h.Just(ctx, nil, "arm-dev-reset"); r.Code == 0 {
+		t.Errorf("reset without a yes succeeded: %s", r)
+	}
+	h.Extra = []string{"ARMDEV_YES=1"}
+	must(h.Just(ctx, nil, "arm-dev-reset"), "arm-dev-reset")
+	h.Extra = nil
+	must(h.Just(ctx, nil, "arm-dev"), "arm-dev after reset")
+	if r = ssh("test", "-e", "/home/armdev/made-after-provisioning"); r.Code != 1 {
+		t.Errorf("reset kept a file made after provisioning: %s", r)
+	}
+	if got := filter(standinCalls(t, ssh), "cmd=nixos-rebuild args=switch"); len(got) != 1 {
+		t.Errorf("after reset the guest should be back to one provisioning switch, got %q", got)
+	}
+	must(h.Just(ctx, nil, "arm-dev-shutdown"), "final shutdown")
+}
+
+func countRequests(h *harness.Harness, part string) int {
+	n := 0
+	for _, r := range h.Hydra.Requests() {
+		if strings.HasPrefix(r, "GET ") && strings.Contains(r, part) {
+			n++
+		}
+	}
+	return n
+}
+
+// listeners returns the local addresses listening on TCP port.
+func listeners(t *testing.T, port int) []string {
+	t.Helper()
+	var addrs []string
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(file)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || fields[3] != "0A" { // LISTEN
+				continue
+			}
+			host, p, ok := strings.Cut(fields[1], ":")
+			if n, err := strconv.ParseInt(p, 16, 32); !ok || err != nil || int(n) != port {
+				continue
+			}
+			addrs = append(addrs, procAddr(host))
+		}
+		f.Close()
+	}
+	return addrs
+}
+
+// procAddr turns /proc/net/tcp's little-endian hex address into text.
+func procAddr(hexAddr string) string {
+	if len(hexAddr) != 8 {
+		return "[" + hexAddr + "]"
+	}
+	b := make(net.IP, 4)
+	for i := range 4 {
+		v, _ := strconv.ParseUint(hexAddr[2*i:2*i+2], 16, 8)
+		b[3-i] = byte(v)
+	}
+	return b.String()
+}
+
+// standinCalls reads the guest stand-ins' call log.
+func standinCalls(t *testing.T, ssh func(...string) harness.Result) []string {
+	t.Helper()
+	r := ssh("cat", "/var/log/armdev-standin.log")
+	if r.Code != 0 {
+		t.Fatalf("read stand-in log: %s", r)
+	}
+	return strings.Split(strings.TrimSpace(r.Stdout), "\n")
+}
+
+func filter(lines []string, part string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.Contains(l, part) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// a zombie is not alive
+		if f := strings.Fields(string(data)); len(f) > 2 && f[2] == "Z" {
+			return false
+		}
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+// startDecoy runs a copy of sleep named armdev-guest: same process name as
+// our QEMU, but not ours.
+func startDecoy(t *testing.T) *exec.Cmd {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "armdev-guest")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) != "armdev-guest" {
+		t.Fatalf("decoy's name is %q", comm)
+	}
+	return cmd
+}
+
+// interactive drives `just arm-dev-ssh` with no arguments in tmux.
+func interactive(t *testing.T, ctx context.Context, h *harness.Harness) {
+	t.Helper()
+	session := fmt.Sprintf("armdev-e2e-%d", os.Getpid())
+	env := []string{}
+	for _, kv := range h.Env() {
+		if strings.HasPrefix(kv, "ARMDEV_") || strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "GO") {
+			env = append(env, "-e", kv)
+		}
+	}
+	args := append([]string{"new-session", "-d", "-s", session, "-x", "120", "-y", "30"}, env...)
+	args = append(args, "-c", h.Root, "just arm-dev-ssh; echo ARMDEV-SHELL-ENDED; sleep 600")
+	if r := h.Command(ctx, nil, "tmux", args...); r.Code != 0 {
+		t.Fatalf("tmux: %s", r)
+	}
+	defer h.Command(context.Background(), nil, "tmux", "kill-session", "-t", session)
+	capture := func() string {
+		return h.Command(ctx, nil, "tmux", "capture-pane", "-p", "-t", session).Stdout
+	}
+	waitFor := func(what string, re *regexp.Regexp) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !re.MatchString(capture()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("interactive session: no %s; screen:\n%s", what, capture())
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	waitFor("prompt", regexp.MustCompile(`[$#] ?\s*$`))
+	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "echo typed-$((6*7)) in $(pwd)", "Enter")
+	waitFor("echo of the typed command", regexp.MustCompile(`(?m)^typed-42 in /rsonpath\s*$`))
+	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "exit", "Enter")
+	waitFor("end of the session", regexp.MustCompile(`ARMDEV-SHELL-ENDED`))
+}
+
+// testWriter sends harness output to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
