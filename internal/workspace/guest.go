@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/rsonpath/armdev/internal/disk"
@@ -73,6 +74,20 @@ func (w *Workspace) running(ctx context.Context) (*guestssh.Client, error) {
 	return c, nil
 }
 
+// releaseRE finds a NixOS release number in an image's file name, such as
+// nixos-image-sd-card-26.05.20260601.abcdef0-aarch64-linux.img.zst.
+var releaseRE = regexp.MustCompile(`(?:^|[^0-9.])([0-9]{2}\.[0-9]{2})(?:[^0-9]|$)`)
+
+// stateVersion is the release the disk's image was built from, for
+// system.stateVersion: read from the image's name (so "unstable" becomes
+// the number it really was), else the configured release.
+func stateVersion(m DiskMeta) string {
+	if v := releaseRE.FindStringSubmatch(m.Image); v != nil {
+		return v[1]
+	}
+	return m.Release
+}
+
 // writeLocalNix writes armdev-local.nix next to configuration.nix: the
 // workspace key and the host user's uid/gid, so files the guest creates in
 // /rsonpath belong to the host user.
@@ -119,7 +134,7 @@ func (w *Workspace) Provision(ctx context.Context) error {
 	} else if st.Running {
 		return fmt.Errorf("the guest is running on the unprovisioned disk: stop it (`just arm-dev-kill`) and run `just arm-dev-init` again")
 	}
-	if err := w.writeLocalNix(m.Release); err != nil {
+	if err := w.writeLocalNix(stateVersion(m)); err != nil {
 		return err
 	}
 	digest, err := w.configDigest()
@@ -131,9 +146,9 @@ func (w *Workspace) Provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
-	defer c.Close()
 	logf, err := os.OpenFile(w.p.provisionLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
+		c.Close()
 		return fmt.Errorf("provision: %w", err)
 	}
 	defer logf.Close()
@@ -141,14 +156,16 @@ func (w *Workspace) Provision(ctx context.Context) error {
 	out := io.MultiWriter(w.Out, logf)
 	code, runErr := c.Run(ctx, "sh /root/armdev-provision.sh", nil, out, io.MultiWriter(w.Err, logf))
 	ri, _ := w.run()
+	// Power off over the connection that is already root's: the new
+	// configuration refuses new root logins.
 	if runErr != nil || code != 0 {
-		_ = w.powerOff(ctx, ri.PID, ri, "root", "poweroff")
+		_ = w.powerOff(ctx, ri.PID, ri, c, "poweroff")
 		if runErr == nil {
 			runErr = fmt.Errorf("exit status %d", code)
 		}
 		return fmt.Errorf("provisioning failed (%v): see %s; the disk is kept for inspection, run `just arm-dev-init` to try again", runErr, w.p.provisionLog())
 	}
-	if err := w.powerOff(ctx, ri.PID, ri, "root", "poweroff"); err != nil {
+	if err := w.powerOff(ctx, ri.PID, ri, c, "poweroff"); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
 	if err := disk.Snapshot(ctx, w.Cfg.QEMUImg, w.p.disk(), provisionedSnapshot); err != nil {
@@ -219,7 +236,7 @@ func (w *Workspace) Update(ctx context.Context) error {
 	if !ok || !m.Provisioned {
 		return fmt.Errorf("there is no provisioned disk yet: run `just arm-dev-init` first")
 	}
-	if err := w.writeLocalNix(m.Release); err != nil {
+	if err := w.writeLocalNix(stateVersion(m)); err != nil {
 		return err
 	}
 	digest, err := w.configDigest()

@@ -286,3 +286,24 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 		t.Errorf("clean left downloads %v", dls)
 	}
 }
+
+func TestStateVersionFollowsTheImage(t *testing.T) {
+	cases := map[DiskMeta]string{
+		{Release: "unstable", Image: "nixos-image-sd-card-26.11pre912345.abcdef01234-aarch64-linux.img.zst"}: "26.11",
+		{Release: "26.05", Image: "nixos-sd-image-26.05.20260601.abcdef0-aarch64-linux.img.zst"}:             "26.05",
+		{Release: "26.05", Image: "odd-name.img.zst"}:                                                        "26.05",
+	}
+	for m, want := range cases {
+		if got := stateVersion(m); got != want {
+			t.Errorf("stateVersion(%q, %q) = %q, want %q", m.Release, m.Image, got, want)
+		}
+	}
+}
+
+func TestArgsFromEnvKeepsEveryArgument(t *testing.T) {
+	env := map[string]string{"ARMDEV_ARGC": "4", "ARMDEV_ARG_0": "--", "ARMDEV_ARG_1": "sh", "ARMDEV_ARG_2": "-c", "ARMDEV_ARG_3": `echo "a  b"`}
+	got := ArgsFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if strings.Join(got, "|") != `sh|-c|echo "a  b"` {
+		t.Errorf("args %q", got)
+	}
+}

@@ -204,25 +204,30 @@ func (w *Workspace) Shutdown(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return w.powerOff(ctx, st.PID, ri, w.Cfg.User, "sudo poweroff")
+	c, err := w.dial(ctx, w.Cfg.User, ri)
+	if err != nil {
+		w.say("SSH unavailable (%v)", err)
+		c = nil
+	}
+	return w.powerOff(ctx, st.PID, ri, c, "sudo poweroff")
 }
 
-// powerOff runs the shutdown chain against pid.
-func (w *Workspace) powerOff(ctx context.Context, pid int, ri runInfo, user, poweroff string) error {
+// powerOff runs the shutdown chain against pid: poweroff over the SSH
+// client c (when there is one), then the power button, quit and SIGKILL.
+// It closes c.
+func (w *Workspace) powerOff(ctx context.Context, pid int, ri runInfo, c *guestssh.Client, poweroff string) error {
 	wait := func(d time.Duration) bool {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		return qemuvm.WaitExit(wctx, pid) == nil
 	}
 	asked := false
-	if c, err := w.dial(ctx, user, ri); err == nil {
+	if c != nil {
 		w.say("asking the guest to power off over SSH")
 		// The connection drops as the guest goes down; that is expected.
 		_, _ = c.Run(ctx, poweroff, nil, nil, nil)
 		c.Close()
 		asked = true
-	} else {
-		w.say("SSH unavailable (%v)", err)
 	}
 	if !asked || !wait(w.Cfg.ShutdownTimeout) {
 		if asked {
