@@ -91,6 +91,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("second start: %s", r)
 	}
 
+	// A second workspace runs side by side: its own state, its own port.
+	sideBySide(t, ctx, h)
+
 	// commands over SSH: architecture, exit status, quoting, stdin.
 	if r = must(ssh("uname", "-m"), "uname"); strings.TrimSpace(r.Stdout) != "aarch64" {
 		t.Errorf("uname -m = %q", r.Stdout)
@@ -138,14 +141,27 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("tidy did not collect garbage: %q", calls)
 	}
 
-	// an interactive shell through tmux lands in /rsonpath and echoes.
-	interactive(t, ctx, h)
+	// an interactive shell through tmux lands in /rsonpath, inside
+	// nix-shell when the project has a shell.nix, and echoes.
+	if err := os.WriteFile(filepath.Join(h.Share, "shell.nix"), []byte("{ }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	interactive(t, ctx, h, "just arm-dev-ssh", "exit")
+	if got := filter(standinCalls(t, ssh), "cmd=nix-shell"); len(got) != 1 || !strings.Contains(got[0], "user=armdev") {
+		t.Errorf("the interactive shell should enter nix-shell once as armdev: %q", got)
+	}
+	// the serial console: a root shell on ttyAMA0 in the stand-in; Ctrl-] detaches.
+	interactive(t, ctx, h, "just arm-dev-console", "C-]")
 
 	// the generated config works with the system's OpenSSH client.
 	must(h.Just(ctx, nil, "arm-dev-ssh-config"), "arm-dev-ssh-config")
 	cfg := filepath.Join(h.State, "ssh", "config")
 	if r = must(h.Command(ctx, nil, "ssh", "-F", cfg, "armdev", "uname -m"), "ssh -F"); strings.TrimSpace(r.Stdout) != "aarch64" {
 		t.Errorf("ssh -F: %s", r)
+	}
+	// after provisioning, root may not log in, even with the workspace key.
+	if r = h.Command(ctx, nil, "ssh", "-F", cfg, "-l", "root", "armdev", "true"); r.Code == 0 {
+		t.Errorf("root logged in over SSH after provisioning: %s", r)
 	}
 
 	// something only the guest's disk holds, to see reset discard it.
@@ -307,8 +323,9 @@ func startDecoy(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
-// interactive drives `just arm-dev-ssh` with no arguments in tmux.
-func interactive(t *testing.T, ctx context.Context, h *harness.Harness) {
+// interactive runs command in a tmux pane, waits for a prompt, types a
+// command and reads its answer, then leaves with the keys in quit.
+func interactive(t *testing.T, ctx context.Context, h *harness.Harness, command, quit string) {
 	t.Helper()
 	session := fmt.Sprintf("armdev-e2e-%d", os.Getpid())
 	env := []string{}
@@ -318,7 +335,7 @@ func interactive(t *testing.T, ctx context.Context, h *harness.Harness) {
 		}
 	}
 	args := append([]string{"new-session", "-d", "-s", session, "-x", "120", "-y", "30"}, env...)
-	args = append(args, "-c", h.Root, "just arm-dev-ssh; echo ARMDEV-SHELL-ENDED; sleep 600")
+	args = append(args, "-c", h.Root, command+"; echo ARMDEV-SESSION-ENDED status=$?; sleep 600")
 	if r := h.Command(ctx, nil, "tmux", args...); r.Code != 0 {
 		t.Fatalf("tmux: %s", r)
 	}
@@ -331,7 +348,7 @@ func interactive(t *testing.T, ctx context.Context, h *harness.Harness) {
 		deadline := time.Now().Add(60 * time.Second)
 		for !re.MatchString(capture()) {
 			if time.Now().After(deadline) {
-				t.Fatalf("interactive session: no %s; screen:\n%s", what, capture())
+				t.Fatalf("%s: no %s; screen:\n%s", command, what, capture())
 			}
 			select {
 			case <-ctx.Done():
@@ -340,11 +357,74 @@ func interactive(t *testing.T, ctx context.Context, h *harness.Harness) {
 			}
 		}
 	}
+	if strings.Contains(command, "console") {
+		// the console shows what is already on it; ask for a fresh prompt
+		h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "Enter")
+	}
 	waitFor("prompt", regexp.MustCompile(`[$#] ?\s*$`))
-	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "echo typed-$((6*7)) in $(pwd)", "Enter")
-	waitFor("echo of the typed command", regexp.MustCompile(`(?m)^typed-42 in /rsonpath\s*$`))
-	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "exit", "Enter")
-	waitFor("end of the session", regexp.MustCompile(`ARMDEV-SHELL-ENDED`))
+	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "echo typed-$((6*7)) on $(uname -m) in $(pwd)", "Enter")
+	waitFor("echo of the typed command", regexp.MustCompile(`(?m)^typed-42 on aarch64 in /\S*\s*$`))
+	if strings.Contains(command, "ssh") && !regexp.MustCompile(`(?m)^typed-42 on aarch64 in /rsonpath\s*$`).MatchString(capture()) {
+		t.Errorf("the shell did not land in /rsonpath:\n%s", capture())
+	}
+	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, quit)
+	if quit == "exit" {
+		h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "Enter")
+	}
+	waitFor("end of the session", regexp.MustCompile(`ARMDEV-SESSION-ENDED status=0`))
+}
+
+// sideBySide checks a second workspace next to the running one: a taken
+// port is named, a failed provisioning keeps the disk and names its log,
+// and a rerun provisions; the first guest keeps running throughout.
+func sideBySide(t *testing.T, ctx context.Context, h *harness.Harness) {
+	t.Helper()
+	h2, err := h.Sibling(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Just(context.Background(), nil, "arm-dev-kill")
+
+	h2.Extra = []string{fmt.Sprintf("ARMDEV_SSH_PORT=%d", h.Port)}
+	r := h2.Just(ctx, nil, "arm-dev-init")
+	if r.Code == 0 || !strings.Contains(r.Stderr, fmt.Sprintf("SSH port %d on 127.0.0.1 is in use: set ARMDEV_SSH_PORT", h.Port)) {
+		t.Errorf("a taken port: %s", r)
+	}
+	h2.Extra = nil
+
+	conf := filepath.Join(h2.NixOS, "configuration.nix")
+	good, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, append([]byte("# armdev-standin-fail\n"), good...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = h2.Just(ctx, nil, "arm-dev-init")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "provisioning failed") || !strings.Contains(r.Stderr, "provision.log") {
+		t.Errorf("a failing provisioning: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(h2.State, "disk.qcow2")); err != nil {
+		t.Errorf("the disk was not kept for inspection: %v", err)
+	}
+	if alive(h2.PID()) {
+		t.Errorf("the failed provisioning left its guest running")
+	}
+	if err := os.WriteFile(conf, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = h2.Just(ctx, nil, "arm-dev-init")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "provisioned") {
+		t.Errorf("rerun after a failed provisioning: %s", r)
+	}
+	log, _ := os.ReadFile(filepath.Join(h2.State, "logs", "provision.log"))
+	if n := strings.Count(string(log), "=== provisioning"); n != 2 || !strings.Contains(string(log), "armdev: provisioning done") {
+		t.Errorf("provision.log should hold a failed and a successful run:\n%s", log)
+	}
+	// the first workspace's guest was not disturbed
+	if r := h.Just(ctx, nil, "arm-dev-ssh", "true"); r.Code != 0 {
+		t.Errorf("the first guest stopped answering: %s", r)
+	}
 }
 
 // testWriter sends harness output to the test log.

@@ -44,6 +44,8 @@ type Harness struct {
 	Extra []string
 	// Log receives each call's output as it happens; may be nil.
 	Log io.Writer
+
+	shared bool // the Hydra belongs to another harness
 }
 
 // Prerequisites lists what the end-to-end run needs and is missing, one
@@ -75,7 +77,31 @@ func New(ctx context.Context, root, dir string, log io.Writer) (*Harness, error)
 	if err != nil {
 		return nil, fmt.Errorf("read stand-in guest: %w", err)
 	}
-	h := &Harness{Root: root, Dir: dir, Log: log,
+	hydra := fakehydra.NewServer()
+	hydra.AddBuild(Release, "nixos-image-sd-card-"+Release+".20260601.0123abc-aarch64-linux.img.zst", data)
+	h, err := layout(root, dir, hydra, log)
+	if err != nil {
+		hydra.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Sibling lays out a second, independent workspace in dir that uses the
+// same fake Hydra, for side-by-side runs. Only the first one's Close stops
+// the server.
+func (h *Harness) Sibling(dir string) (*Harness, error) {
+	s, err := layout(h.Root, dir, h.Hydra, h.Log)
+	if err != nil {
+		return nil, err
+	}
+	s.shared = true
+	return s, nil
+}
+
+// layout makes a workspace's folders and picks its port.
+func layout(root, dir string, hydra *fakehydra.Server, log io.Writer) (*Harness, error) {
+	h := &Harness{Root: root, Dir: dir, Log: log, Hydra: hydra,
 		State: filepath.Join(dir, "state"), Share: filepath.Join(dir, "share dir"), NixOS: filepath.Join(dir, "nixos")}
 	for _, d := range []string{h.State, h.Share} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -92,17 +118,16 @@ func New(ctx context.Context, root, dir string, log io.Writer) (*Harness, error)
 	if err := os.CopyFS(h.NixOS, os.DirFS(filepath.Join(root, "share", "etc", "nixos"))); err != nil {
 		return nil, fmt.Errorf("copy guest configuration: %w", err)
 	}
+	var err error
 	if h.Port, err = FreePort(); err != nil {
 		return nil, err
 	}
-	h.Hydra = fakehydra.NewServer()
-	h.Hydra.AddBuild(Release, "nixos-image-sd-card-"+Release+"-standin-aarch64-linux.img.zst", data)
 	return h, nil
 }
 
-// Close stops the fake Hydra.
+// Close stops the fake Hydra (unless this is a Sibling).
 func (h *Harness) Close() {
-	if h.Hydra != nil {
+	if h.Hydra != nil && !h.shared {
 		h.Hydra.Close()
 	}
 }
