@@ -7,7 +7,7 @@
 armdev_dir := source_directory()
 
 # The project shared into the guest at /rsonpath.
-export ARMDEV_SHARE := env("ARMDEV_SHARE", justfile_directory())
+export ARMDEV_SHARE := if env("ARMDEV_SHARE", "") == "" { justfile_directory() } else { env("ARMDEV_SHARE") }
 
 
 # Set up the machine: download, prepare the disk, provision it on first boot.

@@ -353,6 +353,7 @@ func (w *Workspace) Status(ctx context.Context) error {
 		w.say("guest:   stopped")
 		w.say("ssh:     127.0.0.1:%d when running", w.Cfg.SSHPort)
 	}
+	w.say("share:   %s at /rsonpath", w.Cfg.Share)
 	m, ok, err := w.meta()
 	if err != nil {
 		return err
