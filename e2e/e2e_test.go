@@ -131,14 +131,32 @@ func TestEndToEnd(t *testing.T) {
 	must(h.Just(ctx, nil, "arm-dev-update"), "arm-dev-update")
 	must(h.Just(ctx, nil, "arm-dev-tidy"), "arm-dev-tidy")
 	calls := standinCalls(t, ssh)
-	if got := filter(calls, "cmd=nixos-rebuild args=switch"); len(got) != 2 || !strings.Contains(got[0], "uid=0 ") || strings.Contains(got[1], "uid=0 ") {
-		t.Errorf("nixos-rebuild switch: want once as root (provisioning) then once via sudo (update), got %q", got)
+	// provisioning: root's switch; update: armdev's sudo, then a root switch;
+	// tidy: armdev's nix-env, then root's nix-env and nix-store through sudo.
+	want := []string{
+		"uid=0 user=root cmd=nixos-rebuild args=switch",
+		"user=armdev cmd=sudo args=nixos-rebuild switch",
+		"uid=0 user=root cmd=nixos-rebuild args=switch",
+		"user=armdev cmd=nix-env args=--delete-generations +1",
+		"user=armdev cmd=sudo args=nix-env --profile /nix/var/nix/profiles/system --delete-generations +2",
+		"uid=0 user=root cmd=nix-env args=--profile /nix/var/nix/profiles/system --delete-generations +2",
+		"user=armdev cmd=sudo args=nix-store --gc",
+		"uid=0 user=root cmd=nix-store args=--gc",
 	}
-	if got := filter(calls, "cmd=sudo"); len(got) < 3 || !strings.Contains(got[0], "user=armdev") {
-		t.Errorf("sudo calls: %q", got)
+	var got []string
+	for _, c := range calls {
+		if !strings.Contains(c, "cmd=nix-shell") {
+			got = append(got, c)
+		}
 	}
-	if got := filter(calls, "cmd=nix-store args=--gc"); len(got) != 1 {
-		t.Errorf("tidy did not collect garbage: %q", calls)
+	if len(got) != len(want) {
+		t.Errorf("stand-in calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	} else {
+		for i := range want {
+			if !strings.HasSuffix(got[i], want[i]) {
+				t.Errorf("stand-in call %d = %q, want it to end with %q", i, got[i], want[i])
+			}
+		}
 	}
 
 	// an interactive shell through tmux lands in /rsonpath, inside

@@ -4,7 +4,8 @@
 # bootable, to the end) booting through u-boot's extlinux support.
 #
 # usage: build.sh GUESTDIR WORKDIR OUT.img DEB...
-#   GUESTDIR  this package's guest/ files (initramfs/, rootfs/, standin/)
+#   GUESTDIR  this package's guest/ files (initramfs/, rootfs/, standin/),
+#             with standin/sudo, the compiled arm64 sudo (see sudo/main.go)
 #   WORKDIR   empty scratch directory
 #   OUT.img   raw image to write
 #   DEB...    the arm64 .deb files (kernel, busybox-static, dropbear, libs)
@@ -20,6 +21,10 @@ guest=$1
 work=$2
 out=$3
 shift 3
+[ -f "$guest/standin/sudo" ] || {
+	echo "$guest/standin/sudo missing: build it from sudo/main.go first" >&2
+	exit 2
+}
 
 MiB=1048576
 fw_start_mib=8
@@ -124,8 +129,15 @@ chmod 0666 "$root/var/log/armdev-standin.log"
 cp "$guest/standin/armdev-standin" "$root/$store/sw/bin/armdev-standin"
 chmod 0755 "$root/$store/sw/bin/armdev-standin"
 ln -s "$store" "$root/nix/var/nix/profiles/system"
-for c in nixos-rebuild nix-collect-garbage nix-env nix-store nix-shell sudo; do
+for c in nixos-rebuild nix-collect-garbage nix-env nix-store nix-shell; do
 	ln -s armdev-standin "$root/$store/sw/bin/$c"
+done
+# sudo: setuid root (mke2fs -d keeps the mode; the debugfs pass below makes
+# sure of mode and owner whoever builds).
+sudo_bin=$store/sw/bin/sudo
+cp "$guest/standin/sudo" "$root/$sudo_bin"
+chmod 04755 "$root/$sudo_bin"
+for c in nixos-rebuild nix-collect-garbage nix-env nix-store nix-shell sudo; do
 	ln -s "/run/current-system/sw/bin/$c" "$root/bin/$c"
 done
 
@@ -169,6 +181,8 @@ if [ "$(id -u)" != 0 ]; then
 	echo 'sif / gid 0' >>"$work/chown.debugfs"
 	debugfs -w -f "$work/chown.debugfs" "$work/root.img" >/dev/null 2>&1
 fi
+printf 'sif "%s" uid 0\nsif "%s" gid 0\nsif "%s" mode 0104755\n' "$sudo_bin" "$sudo_bin" "$sudo_bin" |
+	debugfs -w -f - "$work/root.img" >/dev/null 2>&1
 
 echo "making FAT FIRMWARE"
 truncate -s "$((fw_size_mib * MiB))" "$work/fw.img"

@@ -39,6 +39,9 @@ func Prerequisites() error {
 			missing = append(missing, fmt.Sprintf("%s not found: apt-get install -y %s", t.cmd, t.pkg))
 		}
 	}
+	if _, err := goCommand(); err != nil {
+		missing = append(missing, "go not found: install Go (https://go.dev/dl/) or apt-get install -y golang-go")
+	}
 	if _, err := os.Stat(UBoot); err != nil {
 		missing = append(missing, fmt.Sprintf("%s not found: apt-get install -y u-boot-qemu", UBoot))
 	}

@@ -4,10 +4,14 @@
 // holding /boot/extlinux/extlinux.conf), which boots through the real u-boot.
 //
 // The guest is Debian's arm64 kernel, busybox and dropbear. Its
-// nixos-rebuild, nix-collect-garbage, nix-env, nix-store, nix-shell and sudo
-// are shell stand-ins that log every call to /var/log/armdev-standin.log
-// (see guest/standin/armdev-standin). Packages come from apt (arm64 must be
-// a dpkg architecture); everything is cached, so only the first Build is slow.
+// nixos-rebuild, nix-collect-garbage, nix-env, nix-store and nix-shell are
+// shell stand-ins that log every call to /var/log/armdev-standin.log (see
+// guest/standin/armdev-standin); its sudo is a small setuid-root Go program
+// (see sudo/main.go) that logs the same way and lets root and group wheel
+// run commands as root, so `sudo poweroff` and `sudo nixos-rebuild switch`
+// work as on NixOS. Packages come from apt (arm64 must be a dpkg
+// architecture) and Build compiles sudo with the go command; everything is
+// cached, so only the first Build is slow.
 package testguest
 
 import (
@@ -23,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -38,9 +43,12 @@ const UBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 const RootPartitionOffset = 39845888
 
 // recipeVersion is mixed into the cache key; bump it to force rebuilds.
-const recipeVersion = "testguest-recipe-1"
+const recipeVersion = "testguest-recipe-2"
 
-//go:embed build.sh guest
+// recipe is what the image is made from; its files are part of the cache
+// key. sudo/main.go is built for the guest by buildSudo.
+//
+//go:embed build.sh guest sudo/main.go
 var recipe embed.FS
 
 // Options configures Build.
@@ -248,6 +256,10 @@ func buildImage(ctx context.Context, cache, imgDir string, debPaths []string, lo
 	if err := extractRecipe(work); err != nil {
 		return Result{}, err
 	}
+	// build.sh installs guest/standin/sudo setuid root.
+	if err := buildSudo(ctx, cache, filepath.Join(work, "sudo"), filepath.Join(work, "guest", "standin", "sudo"), logw); err != nil {
+		return Result{}, err
+	}
 	raw := filepath.Join(work, "testguest.img")
 	args := append([]string{filepath.Join(work, "build.sh"), filepath.Join(work, "guest"), filepath.Join(work, "scratch"), raw}, debPaths...)
 	if err := run(ctx, logw, "", "sh", args...); err != nil {
@@ -306,6 +318,48 @@ func extractRecipe(dir string) error {
 		return fmt.Errorf("write recipe files: %w", err)
 	}
 	return nil
+}
+
+// buildSudo compiles the guest's sudo from the extracted sources in srcDir
+// (as a throw-away module of its own, so Build needs no source tree) into a
+// static linux/arm64 binary at out.
+func buildSudo(ctx context.Context, cache, srcDir, out string, logw io.Writer) error {
+	goBin, err := goCommand()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(srcDir, "go.mod"), []byte("module armdev-standin/sudo\n\ngo 1.22\n"), 0o644); err != nil {
+		return fmt.Errorf("build the guest's sudo: %w", err)
+	}
+	env := append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0",
+		"GOWORK=off", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	if os.Getenv("GOCACHE") == "" {
+		if _, err := os.UserCacheDir(); err != nil {
+			env = append(env, "GOCACHE="+filepath.Join(cache, "gocache"))
+		}
+	}
+	fmt.Fprintf(logw, "testguest: building sudo with %s\n", goBin)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildvcs=false", "-ldflags=-s", "-o", out, ".")
+	cmd.Dir = srcDir
+	cmd.Env = env
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the guest's sudo: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// goCommand finds the go command: in PATH, else in the GOROOT this program
+// was built with (go test puts GOROOT/bin in PATH anyway).
+func goCommand() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	//lint:ignore SA1019 only a fallback; meaningful for test binaries and on the machine that built armdev
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return "", errors.New("build the guest's sudo: the go command was not found: install Go or put it in PATH")
 }
 
 // run runs a command in its own process group (killed whole on cancel),

@@ -3,7 +3,9 @@ package testguest
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/binary"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -64,6 +66,47 @@ func TestRecipeKeyFollowsPackages(t *testing.T) {
 	}
 	if ka == kb {
 		t.Errorf("key %s ignores the package version", ka)
+	}
+}
+
+// TestBuildSudo compiles the guest's sudo from the embedded sources the
+// way Build does and checks it is a static arm64 executable.
+func TestBuildSudo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles a Go program")
+	}
+	if _, err := recipe.ReadFile("sudo/main.go"); err != nil {
+		t.Fatalf("sudo/main.go is not part of the recipe (and so of the cache key): %v", err)
+	}
+	dir := t.TempDir()
+	if err := extractRecipe(dir); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "sudo.bin")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := buildSudo(ctx, dir, filepath.Join(dir, "sudo"), out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	checkStaticArm64(t, out)
+}
+
+// checkStaticArm64 fails t unless path is a statically linked arm64 ELF
+// executable.
+func checkStaticArm64(t *testing.T, path string) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_AARCH64 || f.Type != elf.ET_EXEC {
+		t.Errorf("%s: machine %v, type %v; want an AArch64 executable", path, f.Machine, f.Type)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s is dynamically linked", path)
+		}
 	}
 }
 
@@ -222,6 +265,19 @@ func TestBuild(t *testing.T) {
 			t.Errorf("%s: want a %s, mode %s, owned by root; debugfs says:\n%s", path, want.typ, want.mode, firstLines(s, 3))
 		}
 	}
+	// sudo: the Go program, setuid root.
+	const sudo = "/nix/store/00000000000000000000000000000000-nixos-system-armdev-standin/sw/bin/sudo"
+	if s := debugfs("stat " + sudo); !strings.Contains(s, "Type: regular ") || !strings.Contains(s, "Mode:  04755 ") ||
+		!strings.Contains(s, "User:     0   Group:     0 ") {
+		t.Errorf("%s: want a regular file, mode 04755, owned by root:root; debugfs says:\n%s", sudo, firstLines(s, 3))
+	}
+	sudoBin := filepath.Join(t.TempDir(), "sudo")
+	debugfs("dump " + sudo + " " + sudoBin)
+	checkStaticArm64(t, sudoBin)
+	if s := debugfs("stat /bin/sudo"); !strings.Contains(s, "Type: symlink ") || !strings.Contains(s, "/run/current-system/sw/bin/sudo") {
+		t.Errorf("/bin/sudo: want a symlink to /run/current-system/sw/bin/sudo; debugfs says:\n%s", firstLines(s, 12))
+	}
+
 	if s := debugfs("ls /root/.ssh"); strings.Contains(s, "authorized_keys") {
 		t.Errorf("the built image must not carry a root key; /root/.ssh holds: %s", s)
 	}
