@@ -25,6 +25,9 @@ import (
 // base, and put the working overlay on top. Each step is skipped when its
 // inputs did not change (timestamps first, content second).
 func (w *Workspace) Image(ctx context.Context) error {
+	if err := w.requireTools(w.Cfg.QEMUImg); err != nil {
+		return err
+	}
 	key, err := guestssh.EnsureKey(w.p.ssh())
 	if err != nil {
 		return fmt.Errorf("workspace key: %w", err)

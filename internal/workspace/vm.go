@@ -95,6 +95,9 @@ func (w *Workspace) afterContact(m DiskMeta) error {
 
 // boot starts QEMU and waits for SSH as user; it returns the client.
 func (w *Workspace) boot(ctx context.Context, user string, repin bool) (*guestssh.Client, error) {
+	if err := w.requireTools(w.Cfg.QEMU); err != nil {
+		return nil, err
+	}
 	if err := qemuvm.PortFree(w.Cfg.SSHPort); err != nil {
 		return nil, err
 	}
@@ -171,6 +174,9 @@ func (w *Workspace) waitSSH(ctx context.Context, user string, ri runInfo, repin 
 		fmt.Fprint(w.Err, "\r\033[K")
 	}
 	if err != nil {
+		if ctx.Err() == context.Canceled {
+			return nil, fmt.Errorf("interrupted while waiting for SSH: the guest keeps booting in the background (`just arm-dev-status`, `just arm-dev-kill`)")
+		}
 		if st, _ := qemuvm.Running(w.p.pid(), w.p.disk(), guestName); !st.Running {
 			return nil, fmt.Errorf("the guest stopped before SSH answered: %w\n%s", err, w.serialTail())
 		}
@@ -204,7 +210,10 @@ func (w *Workspace) Shutdown(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := w.dial(ctx, w.Cfg.User, ri)
+	// A hung guest accepts TCP (QEMU does) but never answers: bound the try.
+	dctx, cancel := context.WithTimeout(ctx, min(w.Cfg.ShutdownTimeout, 20*time.Second))
+	c, err := w.dial(dctx, w.Cfg.User, ri)
+	cancel()
 	if err != nil {
 		w.say("SSH unavailable (%v)", err)
 		c = nil
@@ -293,6 +302,9 @@ func (w *Workspace) Reset(ctx context.Context) error {
 	}
 	if !ok || !m.Provisioned {
 		return fmt.Errorf("nothing to reset to: the disk was never provisioned; run `just arm-dev-init`")
+	}
+	if err := w.requireTools(w.Cfg.QEMUImg); err != nil {
+		return err
 	}
 	yes, err := w.confirm("Reset discards everything done in the guest since provisioning (home directories, installed packages, the nix store; /rsonpath on the host is not touched). Continue?")
 	if err != nil {
