@@ -60,6 +60,16 @@ func (s Stamp) Check() (digest string, unchanged bool, err error) {
 	return digest, true, nil
 }
 
+// Current returns the inputs' digest, recording it when it changed: for
+// stamps that cache a digest rather than guard a build step.
+func (s Stamp) Current() (string, error) {
+	digest, same, err := s.Check()
+	if err != nil || same {
+		return digest, err
+	}
+	return digest, s.Record(digest)
+}
+
 // Record writes digest as the stamp's content, atomically.
 func (s Stamp) Record(digest string) error {
 	return WriteFileAtomic(s.Path, []byte(digest+"\n"), 0o644)

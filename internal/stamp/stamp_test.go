@@ -77,3 +77,21 @@ func TestMissingInputIsAnError(t *testing.T) {
 		t.Fatal("missing input accepted")
 	}
 }
+
+func TestCurrentRecordsChanges(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	write(t, in, "a", time.Now().Add(-time.Hour))
+	s := Stamp{Path: filepath.Join(dir, "st"), Inputs: []string{in}}
+	d0, err := s.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := os.ReadFile(s.Path); string(rec) != d0+"\n" {
+		t.Errorf("not recorded: %q", rec)
+	}
+	write(t, in, "b", time.Now().Add(time.Minute))
+	if d1, err := s.Current(); err != nil || d1 == d0 {
+		t.Errorf("change not seen: %v", err)
+	}
+}

@@ -127,17 +127,7 @@ func (w *Workspace) ubootPath(ctx context.Context) (string, error) {
 
 // initDigest is the content digest of init/, cached in a stamp.
 func (w *Workspace) initDigest() (string, error) {
-	st := stamp.Stamp{Path: w.p.stamp("init"), Inputs: []string{w.Cfg.InitDir}}
-	digest, same, err := st.Check()
-	if err != nil {
-		return "", err
-	}
-	if !same {
-		if err := st.Record(digest); err != nil {
-			return "", err
-		}
-	}
-	return digest, nil
+	return stamp.Stamp{Path: w.p.stamp("init"), Inputs: []string{w.Cfg.InitDir}}.Current()
 }
 
 // base prepares bases/<key>.img: the image decompressed, sparse, with init/
@@ -279,17 +269,7 @@ func (w *Workspace) configChanged(m DiskMeta) (bool, error) {
 
 // configDigest is the content digest of share/etc/nixos, cached in a stamp.
 func (w *Workspace) configDigest() (string, error) {
-	st := stamp.Stamp{Path: w.p.stamp("nixos-config"), Inputs: []string{w.Cfg.NixOSConfig}}
-	digest, same, err := st.Check()
-	if err != nil {
-		return "", err
-	}
-	if !same {
-		if err := st.Record(digest); err != nil {
-			return "", err
-		}
-	}
-	return digest, nil
+	return stamp.Stamp{Path: w.p.stamp("nixos-config"), Inputs: []string{w.Cfg.NixOSConfig}}.Current()
 }
 
 func exists(path string) bool {
