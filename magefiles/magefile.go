@@ -1,9 +1,10 @@
 //go:build mage
 
-// Armdev's targets: each opens the workspace described by the ARMDEV_*
-// settings and runs one step of internal/workspace. Dependency rules
-// between steps (what rebuilds when) live in workspace's build graph; this
-// file only names the targets and their order.
+// Targets of armdev, an emulated ARM64 NixOS machine for rsonpath (see README.md).
+//
+// Each target opens the workspace described by the ARMDEV_* settings and
+// runs one step of internal/workspace, whose build graph decides what is
+// rebuilt; this file only names the targets and their order.
 package main
 
 import (
