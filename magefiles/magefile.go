@@ -1,11 +1,11 @@
 //go:build mage
 
 // Targets of armdev, an emulated ARM64 NixOS machine for rsonpath (see README.md).
-//
+package main
+
 // Each target opens the workspace described by the ARMDEV_* settings and
 // runs one step of internal/workspace, whose build graph decides what is
 // rebuilt; this file only names the targets and their order.
-package main
 
 import (
 	"context"
