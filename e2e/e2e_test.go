@@ -229,6 +229,30 @@ func TestEndToEnd(t *testing.T) {
 	if got := filter(standinCalls(t, ssh), "cmd=nixos-rebuild args=switch"); len(got) != 1 {
 		t.Errorf("after reset the guest should be back to one provisioning switch, got %q", got)
 	}
+
+	// a different host key on the guest's port is refused, with the reason.
+	knownHosts := filepath.Join(h.State, "ssh", "known_hosts")
+	pinned, err := os.ReadFile(knownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(pinned))
+	fake := h.Command(ctx, nil, "sh", "-c", "ssh-keygen -q -t ed25519 -N '' -f \"$0\" && cat \"$0.pub\"", filepath.Join(t.TempDir(), "k"))
+	if fake.Code != 0 || len(fields) < 3 {
+		t.Fatalf("make a second host key: %s (pinned %q)", fake, pinned)
+	}
+	forged := fields[0] + " " + strings.Join(strings.Fields(fake.Stdout)[:2], " ") + "\n"
+	if err := os.WriteFile(knownHosts, []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = ssh("true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "host key of the guest at 127.0.0.1:"+strconv.Itoa(h.Port)+" changed (pinned in "+knownHosts+")") {
+		t.Errorf("a changed host key was not refused with an explanation: %s", r)
+	}
+	if err := os.WriteFile(knownHosts, pinned, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(ssh("true"), "ssh with the right pin again")
 	must(h.Just(ctx, nil, "arm-dev-shutdown"), "final shutdown")
 }
 

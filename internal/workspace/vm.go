@@ -174,6 +174,9 @@ func (w *Workspace) waitSSH(ctx context.Context, user string, ri runInfo, repin 
 		fmt.Fprint(w.Err, "\r\033[K")
 	}
 	if err != nil {
+		if errors.Is(err, guestssh.ErrHostKeyMismatch) {
+			return nil, err // its message says what happened and what to do
+		}
 		if ctx.Err() == context.Canceled {
 			return nil, fmt.Errorf("interrupted while waiting for SSH: the guest keeps booting in the background (`just arm-dev-status`, `just arm-dev-kill`)")
 		}
