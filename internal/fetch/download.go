@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
+
+	"github.com/rsonpath/armdev/internal/progress"
 )
 
 // DownloadOptions tune Download.
@@ -57,7 +59,7 @@ func Download(ctx context.Context, lock Lock, dest string, opts DownloadOptions)
 		part:    dest + ".part",
 		sidecar: dest + ".part.sha256",
 		client:  opts.Client,
-		p:       &progressPrinter{w: opts.Progress, terminal: opts.Terminal, name: lock.FileName},
+		p:       newProgressPrinter(opts.Progress, opts.Terminal, lock.FileName),
 		every:   opts.Interval,
 	}
 	if d.client == nil {
@@ -245,9 +247,9 @@ func (d *downloader) fetch(ctx context.Context, resume bool) (bool, error) {
 	}
 	c := &grab.Client{HTTPClient: d.client, UserAgent: "armdev", BufferSize: 128 << 10}
 	if resume {
-		d.p.finish(fmt.Sprintf("%s: resuming at %s of %s from %s", d.lock.FileName, humanBytes(from), humanBytes(d.lock.Size), d.lock.URL))
+		d.p.finish(fmt.Sprintf("%s: resuming at %s of %s from %s", d.lock.FileName, progress.Bytes(from), progress.Bytes(d.lock.Size), d.lock.URL))
 	} else {
-		d.p.finish(fmt.Sprintf("%s: downloading %s from %s", d.lock.FileName, humanBytes(d.lock.Size), d.lock.URL))
+		d.p.finish(fmt.Sprintf("%s: downloading %s from %s", d.lock.FileName, progress.Bytes(d.lock.Size), d.lock.URL))
 	}
 	resp := c.Do(req)
 	t := time.NewTicker(d.every)
@@ -274,12 +276,12 @@ wait:
 		return true, errRangeIgnored
 	}
 	if err != nil {
-		if d.p.lastLen > 0 {
-			d.p.finish(fmt.Sprintf("%s: stopped at %s", d.lock.FileName, humanBytes(resp.BytesComplete())))
+		if d.p.line.Active() {
+			d.p.finish(fmt.Sprintf("%s: stopped at %s", d.lock.FileName, progress.Bytes(resp.BytesComplete())))
 		}
 		return resp.DidResume, err
 	}
-	d.p.finish(fmt.Sprintf("%s: downloaded %s in %s", d.lock.FileName, humanBytes(resp.Size()), resp.Duration().Round(time.Millisecond)))
+	d.p.finish(fmt.Sprintf("%s: downloaded %s in %s", d.lock.FileName, progress.Bytes(resp.Size()), resp.Duration().Round(time.Millisecond)))
 	return resp.DidResume, nil
 }
 
@@ -295,7 +297,7 @@ func (d *downloader) transferError(ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("download of %s interrupted at %s of %s (%s kept): run again to resume: %w",
-			name, humanBytes(have), humanBytes(d.lock.Size), d.part, ctx.Err())
+			name, progress.Bytes(have), progress.Bytes(d.lock.Size), d.part, ctx.Err())
 	case errors.As(err, &status):
 		return fmt.Errorf("download of %s: server answered %d %s for %s: resolve the image again",
 			name, int(status), http.StatusText(int(status)), d.lock.URL)
@@ -304,5 +306,5 @@ func (d *downloader) transferError(ctx context.Context, err error) error {
 	case errors.Is(err, errRangeIgnored):
 		return fmt.Errorf("download of %s: the server ignored the resume request twice: run again", name)
 	}
-	return fmt.Errorf("download of %s stopped at %s of %s (%v): run again to continue", name, humanBytes(have), humanBytes(d.lock.Size), err)
+	return fmt.Errorf("download of %s stopped at %s of %s (%v): run again to continue", name, progress.Bytes(have), progress.Bytes(d.lock.Size), err)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fetch"
+	"github.com/rsonpath/armdev/internal/progress"
 )
 
 // Clean removes prepared bases and downloads that neither the working disk,
@@ -56,6 +57,6 @@ func (w *Workspace) Clean(ctx context.Context) error {
 	for _, r := range removed {
 		w.say("removed %s", r)
 	}
-	w.say("freed %s", humanBytes(freed))
+	w.say("freed %s", progress.Bytes(freed))
 	return nil
 }

@@ -13,9 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/magefile/mage/target"
+
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fetch"
 	"github.com/rsonpath/armdev/internal/guestssh"
+	"github.com/rsonpath/armdev/internal/progress"
 	"github.com/rsonpath/armdev/internal/stamp"
 )
 
@@ -83,7 +86,7 @@ func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
 	if err := fetch.WriteLock(w.p.lock(), lock); err != nil {
 		return fetch.Lock{}, err
 	}
-	w.say("pinned Hydra build %d: %s (%s)", lock.BuildID, lock.FileName, humanBytes(lock.Size))
+	w.say("pinned Hydra build %d: %s (%s)", lock.BuildID, lock.FileName, progress.Bytes(lock.Size))
 	return lock, nil
 }
 
@@ -95,7 +98,7 @@ func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, erro
 	st := stamp.Stamp{Path: dest + ".verified", Inputs: []string{dest}}
 	if _, err := os.Stat(dest); err == nil {
 		if recorded, err := os.ReadFile(st.Path); err == nil && string(recorded) == lock.SHA256+"\n" {
-			if newer, err := targetNewer(st.Path, dest); err == nil && !newer {
+			if newer, err := target.Path(st.Path, dest); err == nil && !newer {
 				return dest, nil
 			}
 		}
@@ -106,7 +109,7 @@ func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, erro
 	if err := os.MkdirAll(w.p.downloads(), 0o755); err != nil {
 		return "", fmt.Errorf("download: %w", err)
 	}
-	w.say("downloading %s (%s)", lock.FileName, humanBytes(lock.Size))
+	w.say("downloading %s (%s)", lock.FileName, progress.Bytes(lock.Size))
 	err := fetch.Download(ctx, lock, dest, fetch.DownloadOptions{Progress: w.Err, Terminal: isTerminal(w.Err)})
 	if err != nil {
 		return "", fmt.Errorf("download image: %w", err)
@@ -209,12 +212,12 @@ func (w *Workspace) workingDisk(ctx context.Context, lock fetch.Lock, baseKey st
 		size = info.VirtualSize + (20 << 30)
 	}
 	if size < info.VirtualSize {
-		return fmt.Errorf("ARMDEV_DISK_SIZE=%s is smaller than the image (%s): set it to at least %dG", humanBytes(w.Cfg.DiskSize), humanBytes(info.VirtualSize), info.VirtualSize>>30+1)
+		return fmt.Errorf("ARMDEV_DISK_SIZE=%s is smaller than the image (%s): set it to at least %dG", progress.Bytes(w.Cfg.DiskSize), progress.Bytes(info.VirtualSize), info.VirtualSize>>30+1)
 	}
 	if err := disk.CreateOverlay(ctx, w.Cfg.QEMUImg, w.p.base(baseKey), w.p.disk(), size); err != nil {
 		return fmt.Errorf("working disk: %w", err)
 	}
-	w.say("working disk %s: %s over base %s", w.p.disk(), humanBytes(size), baseKey)
+	w.say("working disk %s: %s over base %s", w.p.disk(), progress.Bytes(size), baseKey)
 	return w.saveMeta(DiskMeta{
 		BaseKey: baseKey, Base: w.p.base(baseKey), Release: lock.Release, BuildID: lock.BuildID,
 		Image: lock.FileName, Created: w.Now().UTC(), RepinHostKey: true,

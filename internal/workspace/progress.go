@@ -4,28 +4,29 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/progress"
 )
 
-// progress reports a long step: a line rewritten in place on a terminal,
-// a plain line every few seconds otherwise.
-type progress struct {
-	out      io.Writer
-	what     string
-	terminal bool
-	last     time.Time
-	every    time.Duration
+// throttled reports a long step's fraction done, at most every 200 ms on a
+// terminal and every 5 s otherwise.
+type throttled struct {
+	line  progress.Line
+	what  string
+	last  time.Time
+	every time.Duration
 }
 
-func newProgress(out io.Writer, what string, terminal bool) *progress {
+func newProgress(out io.Writer, what string, terminal bool) *throttled {
 	every := 5 * time.Second
 	if terminal {
 		every = 200 * time.Millisecond
 	}
-	return &progress{out: out, what: what, terminal: terminal, every: every, last: time.Now()}
+	return &throttled{line: progress.Line{W: out, Terminal: terminal}, what: what, every: every, last: time.Now()}
 }
 
 // update takes done out of total units.
-func (p *progress) update(done, total int64) {
+func (p *throttled) update(done, total int64) {
 	if time.Since(p.last) < p.every {
 		return
 	}
@@ -34,15 +35,16 @@ func (p *progress) update(done, total int64) {
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
 	}
-	if p.terminal {
-		fmt.Fprintf(p.out, "\r%s: %5.1f%% of %s", p.what, pct, humanBytes(total))
+	if p.line.Terminal {
+		p.line.Show(fmt.Sprintf("%s: %5.1f%% of %s", p.what, pct, progress.Bytes(total)))
 	} else {
-		fmt.Fprintf(p.out, "%s: %.0f%% of %s\n", p.what, pct, humanBytes(total))
+		p.line.Show(fmt.Sprintf("%s: %.0f%% of %s", p.what, pct, progress.Bytes(total)))
 	}
 }
 
-func (p *progress) done() {
-	if p.terminal {
-		fmt.Fprintf(p.out, "\r%s: done%30s\n", p.what, "")
+// done closes the terminal line; plain output needs no last line.
+func (p *throttled) done() {
+	if p.line.Terminal {
+		p.line.End(p.what + ": done")
 	}
 }

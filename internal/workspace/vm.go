@@ -10,10 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/magefile/mage/target"
-
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/guestssh"
+	"github.com/rsonpath/armdev/internal/progress"
 	"github.com/rsonpath/armdev/internal/qemuvm"
 )
 
@@ -28,10 +27,6 @@ type runInfo struct {
 	CPU     string `json:"cpu"`
 	QMP     string `json:"qmp"`
 	Serial  string `json:"serial"`
-}
-
-func targetNewer(dst string, sources ...string) (bool, error) {
-	return target.Path(dst, sources...)
 }
 
 // vmState tells whether this workspace's QEMU runs; a stale pid file is
@@ -152,7 +147,7 @@ func (w *Workspace) waitSSH(ctx context.Context, user string, ri runInfo, repin 
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.Cfg.BootTimeout)
 	defer cancel()
-	terminal := isTerminal(w.Err)
+	status := progress.Line{W: w.Err, Terminal: isTerminal(w.Err)}
 	start := time.Now()
 	lastShown, lastLine := time.Time{}, ""
 	tick := func() {
@@ -161,18 +156,14 @@ func (w *Workspace) waitSSH(ctx context.Context, user string, ri runInfo, repin 
 		if len(line) > 70 {
 			line = line[:70]
 		}
-		switch {
-		case terminal:
-			fmt.Fprintf(w.Err, "\r\033[Kbooting %3.0fs  %s", time.Since(start).Seconds(), line)
-		case time.Since(lastShown) > 10*time.Second && line != lastLine:
-			fmt.Fprintf(w.Err, "booting %3.0fs  %s\n", time.Since(start).Seconds(), line)
+		// plain output: a line when the console moved on, at most every 10 s
+		if status.Terminal || (time.Since(lastShown) > 10*time.Second && line != lastLine) {
+			status.Show(fmt.Sprintf("booting %3.0fs  %s", time.Since(start).Seconds(), line))
 			lastShown, lastLine = time.Now(), line
 		}
 	}
 	c, err := guestssh.WaitReady(ctx, opts, 150*time.Millisecond, tick)
-	if terminal {
-		fmt.Fprint(w.Err, "\r\033[K")
-	}
+	status.Clear()
 	if err != nil {
 		if errors.Is(err, guestssh.ErrHostKeyMismatch) {
 			return nil, err // its message says what happened and what to do
@@ -333,7 +324,7 @@ func (w *Workspace) Reset(ctx context.Context) error {
 	if err := w.saveMeta(m); err != nil {
 		return err
 	}
-	w.say("reset to the state provisioned on %s: discarded every change made in the guest since then (the disk file held %s)", m.ProvisionedAt.Local().Format(time.DateTime), humanBytes(before))
+	w.say("reset to the state provisioned on %s: discarded every change made in the guest since then (the disk file held %s)", m.ProvisionedAt.Local().Format(time.DateTime), progress.Bytes(before))
 	return nil
 }
 
@@ -379,7 +370,7 @@ func (w *Workspace) Status(ctx context.Context) error {
 	}
 	if alloc, err := disk.Allocated(w.p.disk()); err == nil {
 		baseAlloc, _ := disk.Allocated(m.Base)
-		w.say("disk:    %s: %s on the host (+ base %s)", w.p.disk(), humanBytes(alloc), humanBytes(baseAlloc))
+		w.say("disk:    %s: %s on the host (+ base %s)", w.p.disk(), progress.Bytes(alloc), progress.Bytes(baseAlloc))
 	}
 	w.say("image:   NixOS %s, Hydra build %d (%s)", m.Release, m.BuildID, m.Image)
 	if m.Provisioned {

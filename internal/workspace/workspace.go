@@ -181,17 +181,3 @@ func (w *Workspace) confirm(question string) (bool, error) {
 func (w *Workspace) say(format string, args ...any) {
 	fmt.Fprintf(w.Out, format+"\n", args...)
 }
-
-// humanBytes prints a byte count in binary units.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
