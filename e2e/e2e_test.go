@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rsonpath/armdev/internal/harness"
+	"github.com/rsonpath/armdev/internal/workspace"
 )
 
 func repoRoot(t *testing.T) string {
@@ -123,8 +124,8 @@ func TestEndToEnd(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(h.Share, "guest-note.txt")); err != nil || string(data) != "aarch64\n" {
 		t.Errorf("host read %q, %v", data, err)
 	}
-	if st, err := os.Stat(filepath.Join(h.Share, "guest-note.txt")); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != harness.GuestUID() {
-		t.Errorf("a file the guest made in /rsonpath should belong to uid %d on the host: %v %v", harness.GuestUID(), st, err)
+	if st, err := os.Stat(filepath.Join(h.Share, "guest-note.txt")); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != workspace.GuestUID() {
+		t.Errorf("a file the guest made in /rsonpath should belong to uid %d on the host: %v %v", workspace.GuestUID(), st, err)
 	}
 
 	// update and tidy run the guest's tools as the guest user through sudo.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rsonpath/armdev/internal/fakehydra"
 	"github.com/rsonpath/armdev/internal/testguest"
+	"github.com/rsonpath/armdev/internal/workspace"
 )
 
 // Release is the NixOS release the fake Hydra serves the stand-in under.
@@ -110,7 +111,7 @@ func layout(root, dir string, hydra *fakehydra.Server, log io.Writer) (*Harness,
 	}
 	// The guest user gets the host user's uid, except for root (as in CI),
 	// which maps to 1000: give that uid the share, as a developer owns theirs.
-	if uid := GuestUID(); uid != os.Getuid() {
+	if uid := workspace.GuestUID(); uid != os.Getuid() {
 		if err := os.Chown(h.Share, uid, uid); err != nil {
 			return nil, fmt.Errorf("share: %w", err)
 		}
@@ -219,13 +220,4 @@ func (h *Harness) PID() int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 	return pid
-}
-
-// GuestUID is the uid armdev gives the guest user: the host user's, or
-// 1000 when the host user is root.
-func GuestUID() int {
-	if uid := os.Getuid(); uid != 0 {
-		return uid
-	}
-	return 1000
 }
