@@ -130,7 +130,12 @@ func Args(spec Spec, accel, cpu string) []string {
 		// 127.0.0.1 only: the original forwarded on all interfaces.
 		net += ",hostfwd=tcp:127.0.0.1:" + strconv.Itoa(spec.SSHPort) + "-:22"
 	}
-	a = append(a, "-netdev", net, "-device", "virtio-net-pci,netdev=net0")
+	// romfile= (empty): no PXE option ROM. PCI NICs load efi-virtio.rom by
+	// default, which only ipxe-qemu ships (a Recommends that minimal installs,
+	// containers and CI skip), and QEMU refuses to start without it. u-boot
+	// boots from the disk and never uses it. No other device here loads a ROM
+	// (TestDevicesNeedNoROM checks that on the real QEMU).
+	a = append(a, "-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile=")
 
 	// Both shares use security_model=none: files keep their plain host ownership and
 	// modes, so the host can edit them. (The original used mapped-xattr for the config

@@ -63,7 +63,7 @@ func TestArgs(t *testing.T) {
 				"local,id=fs1,path=/w/share/etc/nixos,security_model=none,multidevs=remap",
 			},
 			"-device": {
-				"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0",
+				"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0,romfile=",
 				"virtio-9p-pci,fsdev=fs0,mount_tag=rsonpath", "virtio-9p-pci,fsdev=fs1,mount_tag=nixconfig",
 			},
 			"-display": {"none"},
@@ -84,14 +84,14 @@ func TestArgs(t *testing.T) {
 		{"gui", gui, "tcg", "max", map[string][]string{
 			"-display": {"default"},
 			"-device": {
-				"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0",
+				"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0,romfile=",
 				"virtio-9p-pci,fsdev=fs0,mount_tag=rsonpath", "virtio-9p-pci,fsdev=fs1,mount_tag=nixconfig",
 				"virtio-gpu-pci", "qemu-xhci,id=xhci", "usb-kbd,bus=xhci.0", "usb-tablet,bus=xhci.0",
 			},
 		}},
 		{"no shares", noShares, "tcg", "max", map[string][]string{
 			"-fsdev":  nil,
-			"-device": {"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0"},
+			"-device": {"virtio-rng-pci", "virtio-blk-pci,drive=hd0", "virtio-net-pci,netdev=net0,romfile="},
 		}},
 		{"name", named, "tcg", "max", map[string][]string{
 			"-name": {"other,process=other"},

@@ -345,6 +345,55 @@ func TestStartRealQEMU(t *testing.T) {
 	}
 }
 
+// Every device armdev adds, the GUI set included, starts on a QEMU without
+// ipxe-qemu's option ROMs (a minimal install: containers, CI,
+// --no-install-recommends). Only the display is swapped for none, since tests
+// have no screen.
+func TestDevicesNeedNoROM(t *testing.T) {
+	spec, qemuLog := realSpec(t)
+	spec.GUI = true
+	args := Args(spec, "tcg", "max")
+	for i := range args {
+		if args[i] == "-display" {
+			args[i+1] = "none"
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	logf, err := os.Create(qemuLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.CommandContext(ctx, spec.QEMU, append(args, "-S")...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var q *QMP
+	for q == nil {
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(qemuLog)
+			t.Fatalf("QEMU exited (%v) with the GUI devices: %s", err, out)
+		case <-ctx.Done():
+			t.Fatal("QEMU did not answer QMP")
+		case <-time.After(50 * time.Millisecond):
+		}
+		q, _ = DialQMP(ctx, spec.QMPSocket)
+	}
+	defer q.Close()
+	if err := q.Quit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if out, _ := os.ReadFile(qemuLog); strings.Contains(string(out), "romfile") {
+		t.Errorf("QEMU complained about a ROM: %s", out)
+	}
+}
+
 // When the SSH port is taken after the check, QEMU's own failure becomes the same
 // clear error.
 func TestStartPortInUse(t *testing.T) {
