@@ -79,7 +79,7 @@ type debugfsOut struct {
 // offset in image; write opens it read-write.
 func runDebugfs(ctx context.Context, image string, offset int64, write bool, script []string) (debugfsOut, error) {
 	var out debugfsOut
-	bin, err := lookTool("debugfs")
+	bin, err := LookTool("debugfs")
 	if err != nil {
 		return out, err
 	}

@@ -16,7 +16,7 @@ const nixosRootOffset = 38 << 20
 // needTool skips the test when a command is missing and returns its path.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := lookTool(name)
+	p, err := LookTool(name)
 	if err != nil {
 		t.Skipf("%s not available: %v", name, err)
 	}

@@ -7,13 +7,16 @@ import (
 	"path/filepath"
 )
 
-// lookTool finds an e2fsprogs command. Debian keeps them in /usr/sbin and
-// /sbin, which are not on the PATH of ordinary users.
-func lookTool(name string) (string, error) {
+// SbinDirs are where Debian keeps e2fsprogs, dosfstools and fdisk: folders
+// that are not on the PATH of ordinary users.
+var SbinDirs = []string{"/usr/sbin", "/sbin"}
+
+// LookTool finds a system tool such as debugfs: on PATH, else in SbinDirs.
+func LookTool(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+	for _, dir := range SbinDirs {
 		p := filepath.Join(dir, name)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
 			return p, nil

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fakehydra"
 	"github.com/rsonpath/armdev/internal/testguest"
 	"github.com/rsonpath/armdev/internal/workspace"
@@ -54,7 +55,7 @@ type Harness struct {
 func Prerequisites() []string {
 	var missing []string
 	for _, tool := range []string{"just", "go", "qemu-system-aarch64", "qemu-img", "debugfs", "zstd", "ssh", "tmux"} {
-		if _, err := exec.LookPath(tool); err != nil {
+		if _, err := disk.LookTool(tool); err != nil {
 			missing = append(missing, fmt.Sprintf("%s not found on PATH (see .ci/run for how to install it)", tool))
 		}
 	}

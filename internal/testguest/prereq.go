@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/disk"
 )
 
 // tool is a program the test guest needs and the Debian package with it.
@@ -35,7 +37,7 @@ var tools = []tool{
 func Prerequisites() error {
 	var missing []string
 	for _, t := range tools {
-		if _, err := exec.LookPath(t.cmd); err != nil {
+		if _, err := disk.LookTool(t.cmd); err != nil {
 			missing = append(missing, fmt.Sprintf("%s not found: apt-get install -y %s", t.cmd, t.pkg))
 		}
 	}

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/disk"
 )
 
 // UBoot is where Debian's u-boot-qemu package puts the u-boot the guest
@@ -369,6 +371,9 @@ func run(ctx context.Context, logw io.Writer, dir, name string, args ...string) 
 	w := io.MultiWriter(logw, &tail)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	// build.sh runs mke2fs, debugfs, mkfs.vfat and sfdisk, which Debian keeps
+	// off ordinary users' PATH.
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+string(os.PathListSeparator)+strings.Join(disk.SbinDirs, string(os.PathListSeparator)))
 	cmd.Stdout = w
 	cmd.Stderr = w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/disk"
 )
 
 func TestParsePrintURIs(t *testing.T) {
@@ -230,9 +232,13 @@ func TestBuild(t *testing.T) {
 	}
 
 	root := img + "?offset=" + strconv.Itoa(RootPartitionOffset)
+	debugfsBin, err := disk.LookTool("debugfs")
+	if err != nil {
+		t.Fatal(err)
+	}
 	debugfs := func(req string) string {
 		t.Helper()
-		out, err := exec.CommandContext(ctx, "debugfs", "-R", req, root).Output()
+		out, err := exec.CommandContext(ctx, debugfsBin, "-R", req, root).Output()
 		if err != nil {
 			t.Fatalf("debugfs -R %q: %v", req, err)
 		}

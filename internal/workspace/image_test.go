@@ -20,10 +20,13 @@ import (
 // FAT at 8 MiB, ext4 NIXOS_SD at 38 MiB) and returns it zstd-compressed.
 func sdImageZst(t *testing.T, label string) []byte {
 	t.Helper()
-	for _, tool := range []string{"sfdisk", "mke2fs", "zstd", "debugfs", "qemu-img"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not available", tool)
+	tool := map[string]string{}
+	for _, name := range []string{"sfdisk", "mke2fs", "zstd", "debugfs", "qemu-img"} {
+		p, err := disk.LookTool(name)
+		if err != nil {
+			t.Skipf("%s not available", name)
 		}
+		tool[name] = p
 	}
 	img := filepath.Join(t.TempDir(), "sd.img")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
@@ -32,20 +35,20 @@ func sdImageZst(t *testing.T, label string) []byte {
 	if err := os.Truncate(img, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sfdisk", "--quiet", img)
+	cmd := exec.Command(tool["sfdisk"], "--quiet", img)
 	cmd.Stdin = strings.NewReader("label: dos\nstart=16384, size=61440, type=c\nstart=77824, type=83\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk: %v\n%s", err, out)
 	}
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-L", "NIXOS_SD", "-U", "clear",
+	if out, err := exec.Command(tool["mke2fs"], "-q", "-F", "-t", "ext4", "-L", "NIXOS_SD", "-U", "clear",
 		"-E", "offset=39845888", img, fmt.Sprintf("%dk", (64-38)<<10)).CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
 	}
 	// make two images differ in content, not just in name
-	if out, err := exec.Command("debugfs", "-w", "-R", "mkdir /"+label, img+"?offset=39845888").CombinedOutput(); err != nil {
+	if out, err := exec.Command(tool["debugfs"], "-w", "-R", "mkdir /"+label, img+"?offset=39845888").CombinedOutput(); err != nil {
 		t.Fatalf("debugfs: %v\n%s", err, out)
 	}
-	out, err := exec.Command("zstd", "-q", "-c", img).Output()
+	out, err := exec.Command(tool["zstd"], "-q", "-c", img).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
