@@ -120,6 +120,29 @@ func ImageInfo(ctx context.Context, qemuImg, path string) (Info, error) {
 	return info, nil
 }
 
+// BackingChain lists the files the image at path reads from: path itself,
+// then its backing file, that file's backing file, and so on, as
+// `qemu-img info --backing-chain` reports them (relative backing names are
+// resolved by qemu-img). It fails when any link of the chain cannot be
+// opened, so that nothing is ever judged unused by guesswork.
+func BackingChain(ctx context.Context, qemuImg, path string) ([]string, error) {
+	out, err := runQemuImg(ctx, qemuImg, "info", "-U", "--backing-chain", "--output=json", path)
+	if err != nil {
+		return nil, fmt.Errorf("read the backing chain of %s: %w", path, err)
+	}
+	var chain []struct {
+		Filename string `json:"filename"`
+	}
+	if err := json.Unmarshal(out, &chain); err != nil {
+		return nil, fmt.Errorf("read the backing chain of %s: qemu-img info: %w", path, err)
+	}
+	files := make([]string, 0, len(chain))
+	for _, c := range chain {
+		files = append(files, c.Filename)
+	}
+	return files, nil
+}
+
 // HasSnapshot reports whether the qcow2 image disk has a snapshot called name.
 func HasSnapshot(ctx context.Context, qemuImg, disk, name string) (bool, error) {
 	info, err := ImageInfo(ctx, qemuImg, disk)

@@ -134,3 +134,50 @@ func TestAllocated(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// BackingChain names the files a disk reads, whatever path spelling made it,
+// and refuses to guess when a link is missing.
+func TestBackingChain(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not available")
+	}
+	ctx := t.Context()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(link, "base.img")
+	if err := os.WriteFile(base, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(real, "disk.qcow2")
+	if err := CreateOverlay(ctx, "", base, disk, 0); err != nil {
+		t.Fatal(err)
+	}
+	chain, err := BackingChain(ctx, "", disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chain) != 2 {
+		t.Fatalf("chain %q, want the disk and its base", chain)
+	}
+	same := func(a, b string) bool {
+		sa, errA := os.Stat(a)
+		sb, errB := os.Stat(b)
+		return errA == nil && errB == nil && os.SameFile(sa, sb)
+	}
+	if !same(chain[0], disk) || !same(chain[1], filepath.Join(real, "base.img")) {
+		t.Errorf("chain %q: want %s and the base (through any spelling)", chain, disk)
+	}
+	if err := os.Remove(base); err != nil {
+		t.Fatal(err)
+	}
+	if chain, err := BackingChain(ctx, "", disk); err == nil {
+		t.Errorf("a chain with a missing base = %q, want an error", chain)
+	}
+}

@@ -132,3 +132,29 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ZstdMinSize reads the zstd file at path's first frame header and returns
+// the content size it declares: the decompressed size of a single-frame
+// file (the `zstd` tool writes it), a lower bound otherwise. known is false
+// when the header does not declare it. It reads a few bytes only, so a
+// too-small disk can be refused before decompressing gigabytes.
+func ZstdMinSize(path string) (size int64, known bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false, fmt.Errorf("read zstd header of %s: %w", path, err)
+	}
+	defer f.Close()
+	buf := make([]byte, zstd.HeaderMaxSize)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return 0, false, fmt.Errorf("read zstd header of %s: %w", path, err)
+	}
+	var h zstd.Header
+	if err := h.Decode(buf[:n]); err != nil {
+		return 0, false, fmt.Errorf("read zstd header of %s: %w", path, err)
+	}
+	if !h.HasFCS || h.FrameContentSize > 1<<62 {
+		return 0, false, nil
+	}
+	return int64(h.FrameContentSize), true, nil
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -192,5 +193,40 @@ func TestSparseWriterWriteError(t *testing.T) {
 	}
 	if _, err := w.Write(data); !errors.Is(err, errWriterClosed) {
 		t.Errorf("Write after Close: %v", err)
+	}
+}
+
+func TestZstdMinSize(t *testing.T) {
+	zstdCLI := needTool(t, "zstd")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "img")
+	if err := os.WriteFile(raw, bytes.Repeat([]byte("armdev"), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(zstdCLI, "-q", raw, "-o", raw+".zst").CombinedOutput(); err != nil {
+		t.Fatalf("zstd: %v %s", err, out)
+	}
+	size, known, err := ZstdMinSize(raw + ".zst")
+	if err != nil || !known || size != 600000 {
+		t.Errorf("ZstdMinSize = %d, %v, %v; want 600000 from the frame header", size, known, err)
+	}
+	// A stream written through a pipe declares no size.
+	cmd := exec.Command(zstdCLI, "-q", "-c", "-")
+	cmd.Stdin = bytes.NewReader([]byte("no size known"))
+	piped, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(raw+".piped.zst", piped, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, known, err := ZstdMinSize(raw + ".piped.zst"); err != nil || known {
+		t.Errorf("piped stream: known=%v err=%v; want unknown", known, err)
+	}
+	if err := os.WriteFile(raw+".bad", []byte("not zstd at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ZstdMinSize(raw + ".bad"); err == nil {
+		t.Error("a file that is not zstd gave no error")
 	}
 }
