@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // KeyComment is the comment put on the public key line.
@@ -82,51 +84,14 @@ func createKey(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh key: encode: %w", err)
 	}
-	tmp, err := writeTemp(path, pem.EncodeToMemory(block), 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("ssh key: %w", err)
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := atomicfile.CreateFile(path, pem.EncodeToMemory(block), 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("ssh key: %w", err)
 	}
 	return loadKey(path)
 }
 
-// writeTemp writes data to a new temporary file next to path and returns its name.
-func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return "", err
-	}
-	name := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	return name, nil
-}
-
 // writeFileAtomic replaces path with data so that readers see the old or the
-// new content, never a part.
+// new content, never a part, and a crash leaves one of them too.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, perm)
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/magefile/mage/target"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // Stamp is a file that records the digest of a step's inputs when the step
@@ -70,9 +72,9 @@ func (s Stamp) Current() (string, error) {
 	return digest, s.Record(digest)
 }
 
-// Record writes digest as the stamp's content, atomically.
+// Record writes digest as the stamp's content, atomically and durably.
 func (s Stamp) Record(digest string) error {
-	return WriteFileAtomic(s.Path, []byte(digest+"\n"), 0o644)
+	return atomicfile.WriteFile(s.Path, []byte(digest+"\n"), 0o644)
 }
 
 // Digest hashes the inputs: for each file (directories walked in lexical
@@ -119,32 +121,4 @@ func Digest(inputs ...string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// WriteFileAtomic writes data to path through a temporary file in the same
-// directory and a rename, creating the directory when needed.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
