@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
 
+	"github.com/rsonpath/armdev/internal/atomicfile"
 	"github.com/rsonpath/armdev/internal/progress"
 )
 
@@ -71,7 +73,26 @@ func Download(ctx context.Context, lock Lock, dest string, opts DownloadOptions)
 			d.every = 500 * time.Millisecond
 		}
 	}
-	return d.run(ctx)
+	err := d.run(ctx)
+	if errors.Is(err, syscall.ENOSPC) {
+		return d.noSpace(err)
+	}
+	return err
+}
+
+// noSpace turns a write that found the disk full, wherever it happened,
+// into the one thing to do: "run again" alone would fail the same way.
+func (d *downloader) noSpace(err error) error {
+	what := "no space left on the device"
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path != d.part {
+		what += " to write " + pe.Path
+	}
+	kept := "nothing kept"
+	if fi, statErr := os.Stat(d.part); statErr == nil && fi.Size() > 0 {
+		kept = fmt.Sprintf("%s of %s kept in %s", progress.Bytes(fi.Size()), progress.Bytes(d.lock.Size), d.part)
+	}
+	return fmt.Errorf("download of %s: %s (%s): free space in %s, or set ARMDEV_STATE_DIR to a folder on a bigger disk, and run again",
+		d.lock.FileName, what, kept, filepath.Dir(d.dest))
 }
 
 type downloader struct {
@@ -108,7 +129,7 @@ func (d *downloader) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := writeFileAtomic(d.sidecar, []byte(d.want()), 0o644); err != nil {
+		if err := atomicfile.WriteFile(d.sidecar, []byte(d.want()), 0o644); err != nil {
 			return fmt.Errorf("download of %s: %w", name, err)
 		}
 		resumed, err := d.fetch(ctx, resume)
@@ -191,7 +212,11 @@ func (d *downloader) preparePartial(ctx context.Context) (resume, done bool, err
 	}
 	ok, err := d.acceptsRanges(ctx)
 	if err != nil {
-		return false, false, fmt.Errorf("download of %s: check whether the server can resume: %w", name, err)
+		if ctx.Err() != nil {
+			return false, false, fmt.Errorf("download of %s interrupted (%s kept): run again to resume: %w", name, d.part, ctx.Err())
+		}
+		return false, false, fmt.Errorf("download of %s: cannot ask the server whether it can resume (%v); the partial file %s (%s of %s) is kept: run again when the server answers, or delete it to start over",
+			name, err, d.part, progress.Bytes(fi.Size()), progress.Bytes(d.lock.Size))
 	}
 	if !ok {
 		d.p.finish(fmt.Sprintf("%s: the server cannot resume downloads: starting over", name))
@@ -295,6 +320,8 @@ func (d *downloader) transferError(ctx context.Context, err error) error {
 	}
 	var status grab.StatusCodeError
 	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return d.noSpace(err)
 	case ctx.Err() != nil:
 		return fmt.Errorf("download of %s interrupted at %s of %s (%s kept): run again to resume: %w",
 			name, progress.Bytes(have), progress.Bytes(d.lock.Size), d.part, ctx.Err())

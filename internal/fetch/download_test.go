@@ -33,7 +33,7 @@ func newFixture(t *testing.T, opts fakehydra.Options) *fixture {
 	srv.SetOptions(opts)
 	data := randomBytes(t, imageSize)
 	srv.AddBuild("22.11", imageName, data)
-	lock, err := fetch.Hydra{BaseURL: srv.URL(), Client: srv.Client()}.Resolve(context.Background(), "22.11")
+	lock, err := fetch.Hydra{BaseURL: srv.URL(), Client: srv.Client()}.Resolve(t.Context(), "22.11")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func (f *fixture) downloadRequests() []fakehydra.Request {
 
 func TestDownloadWithoutRangeSupport(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{})
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -117,7 +117,7 @@ func TestDownloadWithoutRangeSupport(t *testing.T) {
 
 func TestDownloadWithRangeSupport(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{Ranges: true})
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -130,7 +130,7 @@ func TestDownloadResumesPartial(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{Ranges: true})
 	const n = 1<<20 + 7
 	f.writePartial(t, f.data, n)
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -143,7 +143,7 @@ func TestDownloadResumesPartial(t *testing.T) {
 func TestDownloadRestartsPartialWithoutRangeSupport(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{})
 	f.writePartial(t, f.data, 1<<20)
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -160,7 +160,7 @@ func TestDownloadServerIgnoresRange(t *testing.T) {
 			f := newFixture(t, fakehydra.Options{IgnoreRange200: true, Chunked: chunked})
 			const n = 1 << 20
 			f.writePartial(t, f.data, n)
-			if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+			if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			f.requireVerified(t)
@@ -182,7 +182,7 @@ func TestDownloadServerIgnoresRange(t *testing.T) {
 
 func TestDownloadTruncatedBody(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{TruncateAt: imageSize / 2})
-	err := f.download(context.Background(), fetch.DownloadOptions{})
+	err := f.download(t.Context(), fetch.DownloadOptions{})
 	if err == nil || !strings.Contains(err.Error(), "run again") {
 		t.Fatalf("Download of a truncated body: %v, want an error saying to run again", err)
 	}
@@ -195,7 +195,7 @@ func TestDownloadTruncatedBody(t *testing.T) {
 	// Once the server behaves, the next run resumes and verifies.
 	f.srv.SetOptions(fakehydra.Options{Ranges: true})
 	f.srv.ResetLog()
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -210,7 +210,7 @@ func TestDownloadWrongChecksum(t *testing.T) {
 	if f.lock.SHA256 == sha(f.data) {
 		t.Fatal("fake did not advertise a wrong sha256")
 	}
-	err := f.download(context.Background(), fetch.DownloadOptions{})
+	err := f.download(t.Context(), fetch.DownloadOptions{})
 	if err == nil {
 		t.Fatal("Download with a wrong checksum succeeded")
 	}
@@ -228,7 +228,7 @@ func TestDownloadWrongChecksum(t *testing.T) {
 func TestDownloadWrongSize(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{})
 	f.lock.Size++
-	err := f.download(context.Background(), fetch.DownloadOptions{})
+	err := f.download(t.Context(), fetch.DownloadOptions{})
 	if err == nil || !strings.Contains(err.Error(), "resolve the image again") {
 		t.Fatalf("Download with a wrong size: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestDownloadCorruptPartialStartsOver(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{Ranges: true})
 	f.writePartial(t, randomBytes(t, 1<<20), 1<<20)
 	var out syncBuffer
-	if err := f.download(context.Background(), fetch.DownloadOptions{Progress: &out}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{Progress: &out}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -261,7 +261,7 @@ func TestDownloadPartialOfAnotherBuild(t *testing.T) {
 	if err := os.WriteFile(f.dest+".part.sha256", []byte(other), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -272,11 +272,11 @@ func TestDownloadPartialOfAnotherBuild(t *testing.T) {
 
 func TestDownloadPresentAndVerifiedMakesNoRequest(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{})
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.srv.ResetLog()
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.srv.RequestCount(); n != 0 {
@@ -290,7 +290,7 @@ func TestDownloadPresentAndVerifiedMakesNoRequest(t *testing.T) {
 	if err := os.WriteFile(f.dest, bad, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -302,7 +302,7 @@ func TestDownloadPresentAndVerifiedMakesNoRequest(t *testing.T) {
 func TestDownloadCancelKeepsPartialForResume(t *testing.T) {
 	const stall = 1 << 20
 	f := newFixture(t, fakehydra.Options{StallAt: stall})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var out syncBuffer
 	errc := make(chan error, 1)
@@ -338,7 +338,7 @@ func TestDownloadCancelKeepsPartialForResume(t *testing.T) {
 
 	f.srv.SetOptions(fakehydra.Options{Ranges: true})
 	f.srv.ResetLog()
-	if err := f.download(context.Background(), fetch.DownloadOptions{}); err != nil {
+	if err := f.download(t.Context(), fetch.DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.requireVerified(t)
@@ -350,7 +350,7 @@ func TestDownloadCancelKeepsPartialForResume(t *testing.T) {
 func TestDownloadPlainProgress(t *testing.T) {
 	const stall = 2 << 20
 	f := newFixture(t, fakehydra.Options{StallAt: stall})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var out syncBuffer
 	errc := make(chan error, 1)
@@ -413,4 +413,29 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A partial file whose server does not answer is kept, and the error says
+// what to do about it.
+func TestDownloadHeadFailsWithPartial(t *testing.T) {
+	f := newFixture(t, fakehydra.Options{Ranges: true})
+	const n = 1 << 20
+	f.writePartial(t, f.data, n)
+	f.srv.Close()
+	err := f.download(t.Context(), fetch.DownloadOptions{})
+	if err == nil {
+		t.Fatal("Download from a closed server succeeded")
+	}
+	for _, w := range []string{imageName, f.dest + ".part", "kept", "run again when the server answers", "delete it to start over"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
+	}
+	f.requireNoDest(t)
+	if fi, statErr := os.Stat(f.dest + ".part"); statErr != nil || fi.Size() != n {
+		t.Errorf("partial file after a failed HEAD: %v %v, want %d bytes kept", fi, statErr, n)
+	}
 }

@@ -15,23 +15,25 @@ import (
 	"time"
 )
 
-// DefaultHydraURL is the public NixOS Hydra.
-const DefaultHydraURL = "https://hydra.nixos.org"
-
 // sdImageJob is the Hydra job that builds the aarch64 SD image.
 const sdImageJob = "nixos.sd_image.aarch64-linux"
 
 // Hydra is a client for the parts of Hydra's HTTP API armdev needs.
 type Hydra struct {
-	// BaseURL is Hydra's base URL, e.g. DefaultHydraURL; empty means
-	// DefaultHydraURL.
+	// BaseURL is Hydra's base URL, e.g. config.DefaultHydraURL (required).
 	BaseURL string
 	// Client is the HTTP client to use; nil means a client with a 60 s
 	// timeout.
 	Client *http.Client
 }
 
-var buildPath = regexp.MustCompile(`/build/([0-9]+)/?$`)
+var (
+	buildPath = regexp.MustCompile(`/build/([0-9]+)/?$`)
+	// productKey is what Hydra numbers build products with. The key goes
+	// into the download URL as a path segment, so anything else (such as
+	// "../../evil?q=") would let the answer choose another URL.
+	productKey = regexp.MustCompile(`^[0-9]{1,9}$`)
+)
 
 // Resolve finds the latest build of the SD image job of release (e.g.
 // "22.11") and returns a Lock pinning it. It fails with a one-line error when
@@ -40,7 +42,7 @@ var buildPath = regexp.MustCompile(`/build/([0-9]+)/?$`)
 func (h Hydra) Resolve(ctx context.Context, release string) (Lock, error) {
 	base := strings.TrimRight(h.BaseURL, "/")
 	if base == "" {
-		base = DefaultHydraURL
+		return Lock{}, fmt.Errorf("resolve release %s: no Hydra URL given", release)
 	}
 	id, err := h.latest(ctx, base, release)
 	if err != nil {
@@ -69,6 +71,9 @@ func (h Hydra) Resolve(ctx context.Context, release string) (Lock, error) {
 	n, p, ok := b.sdImage()
 	if !ok {
 		return Lock{}, fmt.Errorf("hydra build %d (latest of release %s) has no sd-image product", id, release)
+	}
+	if !productKey.MatchString(n) {
+		return Lock{}, fmt.Errorf("hydra build %d: the answer is not what armdev expects from a Hydra (build product key %q is not a number): check ARMDEV_HYDRA_URL", id, n)
 	}
 	l := Lock{
 		Release:    release,

@@ -1,11 +1,13 @@
 package fetch_test
 
 import (
-	"context"
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,7 +49,7 @@ func TestResolveFollowsLatestToBuildJSON(t *testing.T) {
 	id := srv.AddBuild("22.11", imageName, data)
 	before := time.Now().Add(-time.Second)
 
-	lock, err := fetch.Hydra{BaseURL: srv.URL() + "/"}.Resolve(context.Background(), "22.11")
+	lock, err := fetch.Hydra{BaseURL: srv.URL() + "/"}.Resolve(t.Context(), "22.11")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,13 +79,13 @@ func TestResolveLatestMoves(t *testing.T) {
 	h := fetch.Hydra{BaseURL: srv.URL(), Client: srv.Client()}
 	first := randomBytes(t, 1000)
 	id1 := srv.AddBuild("22.11", imageName, first)
-	l1, err := h.Resolve(context.Background(), "22.11")
+	l1, err := h.Resolve(t.Context(), "22.11")
 	if err != nil {
 		t.Fatal(err)
 	}
 	second := randomBytes(t, 2000)
 	id2 := srv.AddBuild("22.11", strings.Replace(imageName, "4773", "4774", 1), second)
-	l2, err := h.Resolve(context.Background(), "22.11")
+	l2, err := h.Resolve(t.Context(), "22.11")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +113,7 @@ func TestResolveErrors(t *testing.T) {
 		{"23.11", []string{"build " + strconv.Itoa(failed), "failed", "buildstatus 1"}},
 		{"24.05", []string{"build " + strconv.Itoa(noImage), "no sd-image product"}},
 	} {
-		_, err := h.Resolve(context.Background(), tc.release)
+		_, err := h.Resolve(t.Context(), tc.release)
 		if err == nil {
 			t.Errorf("Resolve(%s) succeeded", tc.release)
 			continue
@@ -168,5 +170,73 @@ func TestLockRoundTrip(t *testing.T) {
 	}
 	if _, err := fetch.ReadLock(path); err == nil || !strings.Contains(err.Error(), "delete it") {
 		t.Errorf("ReadLock of an invalid lock: %v", err)
+	}
+}
+
+// tamperJSON rewrites the build JSON the fake Hydra sends, as a Hydra (or
+// something posing as one) with an unexpected answer would send it.
+type tamperJSON struct {
+	next      http.RoundTripper
+	old, repl string
+}
+
+func (tj tamperJSON) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := tj.next.RoundTrip(req)
+	if err != nil || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	body = bytes.ReplaceAll(body, []byte(tj.old), []byte(tj.repl))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// A build product key goes into the download URL: only Hydra's numbers may.
+func TestResolveRejectsAProductKeyThatIsNotANumber(t *testing.T) {
+	srv := newServer(t)
+	id := srv.AddBuild("22.11", imageName, randomBytes(t, 100))
+	for _, key := range []string{"../../../../evil?q=", "1/../2", "-1", "1e3", ""} {
+		client := *srv.Client() // a copy: the server's own client stays as it is
+		client.Transport = tamperJSON{next: client.Transport, old: `"1":{`, repl: strconv.Quote(key) + ":{"}
+		lock, err := fetch.Hydra{BaseURL: srv.URL(), Client: &client}.Resolve(t.Context(), "22.11")
+		if err == nil {
+			t.Errorf("product key %q accepted: download URL %s", key, lock.URL)
+			continue
+		}
+		for _, w := range []string{"build " + strconv.Itoa(id), "not what armdev expects", strconv.Quote(key)} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("product key %q: error %q does not contain %q", key, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("product key %q: error is not one line: %q", key, err)
+		}
+	}
+}
+
+func TestResolveNeedsABaseURL(t *testing.T) {
+	_, err := fetch.Hydra{}.Resolve(t.Context(), "22.11")
+	if err == nil || !strings.Contains(err.Error(), "no Hydra URL") {
+		t.Fatalf("Resolve without a base URL: %v", err)
+	}
+}
+
+// The hint to delete a bad lock file is given once.
+func TestReadLockHintOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hydra-lock.json")
+	for _, content := range []string{"{not json", `{"url": ""}`} {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := fetch.ReadLock(path)
+		if err == nil || strings.Count(err.Error(), "delete") != 1 || !strings.Contains(err.Error(), path) {
+			t.Errorf("ReadLock of %q: %v, want one hint to delete %s", content, err, path)
+		}
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // Lock pins one Hydra build of the SD image: a download is always of exactly
@@ -70,8 +71,8 @@ func ReadLock(path string) (Lock, error) {
 	return l, nil
 }
 
-// WriteLock writes l to path as indented JSON, atomically (a temporary file
-// in the same directory, then a rename). It creates missing directories.
+// WriteLock writes l to path as indented JSON, atomically and durably (see
+// atomicfile). It creates missing directories.
 func WriteLock(path string, l Lock) error {
 	if err := l.Validate(); err != nil {
 		return fmt.Errorf("write lock file %s: %w", path, err)
@@ -81,40 +82,8 @@ func WriteLock(path string, l Lock) error {
 		return fmt.Errorf("write lock file %s: %w", path, err)
 	}
 	data = append(data, '\n')
-	if err := writeFileAtomic(path, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("write lock file: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames it
-// over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // DebianUBootPath is where Debian's u-boot-qemu package puts the u-boot for
@@ -105,7 +107,7 @@ func nixBuildUBoot(ctx context.Context, nix, copyTo string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("copy u-boot: %w", err)
 	}
-	if err := writeFileAtomic(copyTo, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(copyTo, data, 0o644); err != nil {
 		return "", fmt.Errorf("copy u-boot: %w", err)
 	}
 	return copyTo, nil

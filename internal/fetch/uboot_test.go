@@ -2,7 +2,6 @@ package fetch_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -48,11 +47,11 @@ func fakeNix(t *testing.T, fail bool) (nix, argsLog string, uboot []byte) {
 func TestFindUBootExplicit(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "my-u-boot.bin")
 	writeFile(t, p, []byte("mine"), 0o644)
-	got, err := fetch.FindUBoot(context.Background(), fetch.UBootOptions{Explicit: p, LookPath: noNix})
+	got, err := fetch.FindUBoot(t.Context(), fetch.UBootOptions{Explicit: p, LookPath: noNix})
 	if err != nil || got != p {
 		t.Fatalf("FindUBoot = %q, %v; want %q", got, err, p)
 	}
-	_, err = fetch.FindUBoot(context.Background(), fetch.UBootOptions{Explicit: p + ".missing", LookPath: noNix})
+	_, err = fetch.FindUBoot(t.Context(), fetch.UBootOptions{Explicit: p + ".missing", LookPath: noNix})
 	if err == nil || !strings.Contains(err.Error(), "ARMDEV_UBOOT") || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("FindUBoot with a missing explicit file: %v", err)
 	}
@@ -74,7 +73,7 @@ func TestFindUBootNix(t *testing.T) {
 		},
 	}
 	for range 2 {
-		got, err := fetch.FindUBoot(context.Background(), opts)
+		got, err := fetch.FindUBoot(t.Context(), opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +98,7 @@ func TestFindUBootNix(t *testing.T) {
 func TestFindUBootDebianFallback(t *testing.T) {
 	debian := filepath.Join(t.TempDir(), "u-boot.bin")
 	writeFile(t, debian, []byte("debian"), 0o644)
-	got, err := fetch.FindUBoot(context.Background(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: debian, LookPath: noNix})
+	got, err := fetch.FindUBoot(t.Context(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: debian, LookPath: noNix})
 	if err != nil || got != debian {
 		t.Fatalf("FindUBoot = %q, %v; want %q", got, err, debian)
 	}
@@ -107,7 +106,7 @@ func TestFindUBootDebianFallback(t *testing.T) {
 	// A failing nix falls back to Debian's file too.
 	nix, _, _ := fakeNix(t, true)
 	lookNix := func(string) (string, error) { return nix, nil }
-	got, err = fetch.FindUBoot(context.Background(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: debian, LookPath: lookNix})
+	got, err = fetch.FindUBoot(t.Context(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: debian, LookPath: lookNix})
 	if err != nil || got != debian {
 		t.Fatalf("FindUBoot with failing nix = %q, %v; want %q", got, err, debian)
 	}
@@ -115,7 +114,7 @@ func TestFindUBootDebianFallback(t *testing.T) {
 
 func TestFindUBootNothingNamesAllWays(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "absent", "u-boot.bin")
-	_, err := fetch.FindUBoot(context.Background(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: missing, LookPath: noNix})
+	_, err := fetch.FindUBoot(t.Context(), fetch.UBootOptions{StateDir: t.TempDir(), DebianPath: missing, LookPath: noNix})
 	if err == nil {
 		t.Fatal("FindUBoot succeeded with no u-boot anywhere")
 	}
@@ -126,7 +125,7 @@ func TestFindUBootNothingNamesAllWays(t *testing.T) {
 	}
 
 	nix, _, _ := fakeNix(t, true)
-	_, err = fetch.FindUBoot(context.Background(), fetch.UBootOptions{DebianPath: missing, LookPath: func(string) (string, error) { return nix, nil }})
+	_, err = fetch.FindUBoot(t.Context(), fetch.UBootOptions{DebianPath: missing, LookPath: func(string) (string, error) { return nix, nil }})
 	if err == nil || !strings.Contains(err.Error(), "flake nixpkgs not found") || !strings.Contains(err.Error(), "ARMDEV_UBOOT") {
 		t.Errorf("FindUBoot with failing nix and no Debian file: %v", err)
 	}
