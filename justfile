@@ -9,6 +9,11 @@ armdev_dir := source_directory()
 # The project shared into the guest at /rsonpath.
 export ARMDEV_SHARE := if env("ARMDEV_SHARE", "") == "" { justfile_directory() } else { env("ARMDEV_SHARE") }
 
+# Where just was run from: relative paths in ARMDEV_* settings start here,
+# since .just-run changes into the armdev checkout. (invocation_directory()
+# is the folder just was started in, also when this file is imported.)
+export ARMDEV_CALLER_DIR := invocation_directory()
+
 
 # Set up the machine: download, prepare the disk, provision it on first boot.
 arm-dev-init:

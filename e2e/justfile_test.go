@@ -44,6 +44,36 @@ func TestJustfileImported(t *testing.T) {
 	if !strings.Contains(string(out), "share:   "+project+" at /rsonpath") || !strings.Contains(string(out), "stopped") {
 		t.Errorf("status from an importing project:\n%s", out)
 	}
+
+	// Relative settings typed in a subfolder of the importing project start
+	// there, not in the armdev checkout that .just-run changes into.
+	realProject, err := filepath.EvalSymlinks(project) // just reports the folder it runs in with symlinks resolved
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(realProject, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sshConfig := exec.Command("just", "arm-dev-ssh-config")
+	sshConfig.Dir = sub
+	sshConfig.Env = append(os.Environ(), "ARMDEV_STATE_DIR=state", "ARMDEV_SHARE=..", "ARMDEV_CALLER_DIR=/stale/value")
+	out, err = sshConfig.CombinedOutput()
+	if err != nil {
+		t.Fatalf("just arm-dev-ssh-config with a relative ARMDEV_STATE_DIR: %v\n%s", err, out)
+	}
+	written := filepath.Join(sub, "state", "ssh", "config")
+	if _, err := os.Stat(written); err != nil || !strings.Contains(string(out), "wrote "+written) {
+		t.Errorf("a relative ARMDEV_STATE_DIR typed in %s should put the ssh config at %s (%v):\n%s", sub, written, err, out)
+	}
+	status = exec.Command("just", "arm-dev-status")
+	status.Dir = sub
+	status.Env = append(os.Environ(), "ARMDEV_STATE_DIR=state", "ARMDEV_SHARE=..")
+	out, err = status.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "share:   "+realProject+" at /rsonpath") {
+		t.Errorf("ARMDEV_SHARE=.. typed in %s should share %s: %v\n%s", sub, realProject, err, out)
+	}
+
 	bad := exec.Command("just", "arm-dev-status")
 	bad.Dir = project
 	bad.Env = append(os.Environ(), "ARMDEV_STATE_DIR="+t.TempDir(), "ARMDEV_MEMORY=lots")
