@@ -35,24 +35,26 @@ func SocketPath(want string) (string, error) {
 		return "", fmt.Errorf("socket path: %w", err)
 	}
 	sum := sha256.Sum256([]byte(filepath.Dir(abs)))
-	base := os.Getenv("XDG_RUNTIME_DIR")
+	// The hints name the variable that chose the folder: XDG_RUNTIME_DIR, when
+	// set, wins over TMPDIR.
+	base, baseVar := os.Getenv("XDG_RUNTIME_DIR"), "XDG_RUNTIME_DIR"
 	if base == "" {
-		base = os.TempDir()
+		base, baseVar = os.TempDir(), "TMPDIR"
 	}
 	dir := filepath.Join(base, "armdev-"+hex.EncodeToString(sum[:8]))
 	p := filepath.Join(dir, filepath.Base(abs))
 	if len(p) > maxSocketPath() {
-		return "", fmt.Errorf("socket path: %s is too long for a unix socket, and so is the fallback %s: set TMPDIR to a short folder", want, p)
+		return "", fmt.Errorf("socket path: %s is too long for a unix socket, and so is the fallback %s: set %s to a short folder", want, p, baseVar)
 	}
-	if err := privateDir(dir); err != nil {
+	if err := privateDir(dir, baseVar); err != nil {
 		return "", fmt.Errorf("socket path: %w", err)
 	}
 	return p, nil
 }
 
 // privateDir makes sure dir exists, is a real directory owned by this user, and has
-// mode 0700.
-func privateDir(dir string) error {
+// mode 0700. baseVar names the variable that chose dir's parent, for the hint.
+func privateDir(dir, baseVar string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
 		return err
 	}
@@ -64,7 +66,7 @@ func privateDir(dir string) error {
 		return fmt.Errorf("%s is not a directory: remove it", dir)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return fmt.Errorf("%s belongs to another user: remove it or set TMPDIR", dir)
+		return fmt.Errorf("%s belongs to another user: remove it or set %s", dir, baseVar)
 	}
 	if fi.Mode().Perm() != 0o700 {
 		if err := os.Chmod(dir, 0o700); err != nil {

@@ -77,3 +77,20 @@ func TestSocketPathRefusesFile(t *testing.T) {
 		t.Error("a file in place of the socket directory was accepted")
 	}
 }
+
+// When the fallback is too long too, the hint names the variable that chose it:
+// XDG_RUNTIME_DIR wins over TMPDIR.
+func TestSocketPathHintNamesVariable(t *testing.T) {
+	want := filepath.Join("/", strings.Repeat("x", 120), "qmp.sock")
+	long := filepath.Join(t.TempDir(), strings.Repeat("y", 100))
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", long)
+	if _, err := SocketPath(want); err == nil || !strings.HasSuffix(err.Error(), "set XDG_RUNTIME_DIR to a short folder") {
+		t.Errorf("long XDG_RUNTIME_DIR: %v", err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("TMPDIR", long)
+	if _, err := SocketPath(want); err == nil || !strings.HasSuffix(err.Error(), "set TMPDIR to a short folder") {
+		t.Errorf("long TMPDIR: %v", err)
+	}
+}
