@@ -13,6 +13,32 @@ import (
 	"time"
 )
 
+// Monitor is what armdev asks of QEMU's monitor; *QMP implements it, tests fake it.
+type Monitor interface {
+	Status(ctx context.Context) (VMStatus, error)
+	Powerdown(ctx context.Context) error // the power button (system_powerdown)
+	Quit(ctx context.Context) error
+	Close() error
+}
+
+var _ Monitor = (*QMP)(nil)
+
+// MonitorDialer connects to QEMU's monitor on a unix socket. Callers keep one as a
+// value (DialMonitor by default) so that tests can swap in a fake.
+type MonitorDialer func(ctx context.Context, socket string) (Monitor, error)
+
+var _ MonitorDialer = DialMonitor
+
+// DialMonitor connects to QMP on a unix socket (DialQMP), as a Monitor.
+func DialMonitor(ctx context.Context, socket string) (Monitor, error) {
+	q, err := DialQMP(ctx, socket)
+	if err != nil {
+		// A nil *QMP in a Monitor would not compare equal to nil.
+		return nil, err
+	}
+	return q, nil
+}
+
 // QMP is a connection to QEMU's machine protocol on a unix socket. Commands run one
 // at a time; asynchronous events are skipped.
 type QMP struct {

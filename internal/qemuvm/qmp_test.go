@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func TestQMPFake(t *testing.T) {
 		}
 		return []string{`{"return": {}}`}
 	})
-	ctx := context.Background()
+	ctx := t.Context()
 	q, err := DialQMP(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,94 @@ func TestQMPFake(t *testing.T) {
 }
 
 func TestDialQMPNoServer(t *testing.T) {
-	if _, err := DialQMP(context.Background(), filepath.Join(t.TempDir(), "none.sock")); err == nil {
+	if _, err := DialQMP(t.Context(), filepath.Join(t.TempDir(), "none.sock")); err == nil {
 		t.Fatal("no error")
+	}
+}
+
+// testMonitor is a Monitor that answers from its fields and records the calls, as
+// callers' tests fake the monitor (go-qemu's habit).
+type testMonitor struct {
+	status VMStatus
+	calls  []string
+}
+
+var _ Monitor = &testMonitor{}
+
+func (m *testMonitor) Status(context.Context) (VMStatus, error) {
+	m.calls = append(m.calls, "query-status")
+	return m.status, nil
+}
+
+func (m *testMonitor) Powerdown(context.Context) error {
+	m.calls = append(m.calls, "system_powerdown")
+	return nil
+}
+
+func (m *testMonitor) Quit(context.Context) error {
+	m.calls = append(m.calls, "quit")
+	m.status = VMStatus{Status: "shutdown"}
+	return nil
+}
+
+func (m *testMonitor) Close() error {
+	m.calls = append(m.calls, "close")
+	return nil
+}
+
+// useMonitor is what a caller does with a dialer: status, power button, quit.
+func useMonitor(ctx context.Context, dial MonitorDialer, socket string) (VMStatus, error) {
+	m, err := dial(ctx, socket)
+	if err != nil {
+		return VMStatus{}, err
+	}
+	defer m.Close()
+	st, err := m.Status(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := m.Powerdown(ctx); err != nil {
+		return st, err
+	}
+	return st, m.Quit(ctx)
+}
+
+// DialMonitor and a fake are interchangeable behind MonitorDialer, and the real one
+// sends the QMP commands the Monitor methods name.
+func TestMonitorDialer(t *testing.T) {
+	sock, cmds := fakeQMP(t, func(cmd string) []string {
+		if strings.Contains(cmd, "query-status") {
+			return []string{`{"return": {"status": "running", "running": true}}`}
+		}
+		return []string{`{"return": {}}`}
+	})
+	st, err := useMonitor(t.Context(), DialMonitor, sock)
+	if err != nil || st != (VMStatus{Running: true, Status: "running"}) {
+		t.Fatalf("through DialMonitor: %+v, %v", st, err)
+	}
+	var sent []string
+	for range 4 {
+		sent = append(sent, <-cmds)
+	}
+	want := []string{`{"execute":"qmp_capabilities"}`, `{"execute":"query-status"}`, `{"execute":"system_powerdown"}`, `{"execute":"quit"}`}
+	if !slices.Equal(sent, want) {
+		t.Errorf("sent %q, want %q", sent, want)
+	}
+
+	fake := &testMonitor{status: VMStatus{Status: "paused"}}
+	dial := func(context.Context, string) (Monitor, error) { return fake, nil }
+	if st, err := useMonitor(t.Context(), dial, "unused"); err != nil || st.Status != "paused" {
+		t.Fatalf("through the fake: %+v, %v", st, err)
+	}
+	if want := []string{"query-status", "system_powerdown", "quit", "close"}; !slices.Equal(fake.calls, want) {
+		t.Errorf("fake calls %q, want %q", fake.calls, want)
+	}
+}
+
+// A failed dial gives a nil Monitor, not a Monitor holding a nil *QMP.
+func TestDialMonitorFails(t *testing.T) {
+	m, err := DialMonitor(t.Context(), filepath.Join(t.TempDir(), "none.sock"))
+	if err == nil || m != nil {
+		t.Fatalf("DialMonitor = %#v, %v; want nil and an error", m, err)
 	}
 }
