@@ -1,7 +1,6 @@
 package qemuvm
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +67,7 @@ func needQEMU(t *testing.T) string {
 func TestProbeCapsReal(t *testing.T) {
 	qemu := needQEMU(t)
 	start := time.Now()
-	caps, err := ProbeCaps(context.Background(), qemu)
+	caps, err := ProbeCaps(t.Context(), qemu)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +103,7 @@ func TestProbeCapsFake(t *testing.T) {
 	old := fakeQEMU(t, `case "$*" in *pauth-impdef*) echo "qemu-system-aarch64: can't apply global max-arm-cpu.pauth-impdef=on: Property 'max-arm-cpu.pauth-impdef' not found" >&2; exit 1;; esac
 cat >/dev/null; exit 0
 `)
-	caps, err := ProbeCaps(context.Background(), old)
+	caps, err := ProbeCaps(t.Context(), old)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +113,10 @@ cat >/dev/null; exit 0
 
 	broken := fakeQEMU(t, `echo "qemu-system-aarch64: No machine specified" >&2; exit 1
 `)
-	if _, err := ProbeCaps(context.Background(), broken); err == nil || !strings.Contains(err.Error(), "No machine specified") {
+	if _, err := ProbeCaps(t.Context(), broken); err == nil || !strings.Contains(err.Error(), "No machine specified") {
 		t.Errorf("broken QEMU: err = %v", err)
 	}
-	if _, err := ProbeCaps(context.Background(), filepath.Join(t.TempDir(), "missing")); err == nil {
+	if _, err := ProbeCaps(t.Context(), filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("missing QEMU: no error")
 	}
 }

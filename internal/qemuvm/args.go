@@ -1,7 +1,8 @@
 // Package qemuvm runs the armdev guest under QEMU: it builds qemu-system-aarch64's
 // argument list as data, picks an accelerator and CPU model for the host, starts QEMU
-// in the background with a pid file, identifies and kills that process safely, talks
-// QMP, and attaches to or tails the guest's serial console.
+// in the background with a pid file and records its command line, finds that process
+// (through the pid file or by scanning processes) and kills it safely, talks QMP, and
+// attaches to or tails the guest's serial console.
 //
 // The package knows nothing about the rest of armdev: every function takes plain
 // parameters (paths, ports, sizes).
@@ -15,7 +16,8 @@ import (
 )
 
 // DefaultName is the guest name used when Spec.Name is empty. QEMU sets it as the
-// process name (/proc/PID/comm), which is how Running recognises the guest.
+// process name (/proc/PID/comm), which is how Inspect and FindGuest recognise the
+// guest (together with its disk).
 const DefaultName = "armdev-guest"
 
 // Share tags the guest mounts: the project tree and the guest's /etc/nixos.
@@ -173,4 +175,28 @@ func Args(spec Spec, accel, cpu string) []string {
 		"-serial", "chardev:ser0",
 	)
 	return a
+}
+
+// CmdlineQuoted returns bin and args as one POSIX shell command line that can be
+// pasted to run the same command: words are single-quoted only when they need it.
+func CmdlineQuoted(bin string, args []string) string {
+	words := make([]string, 0, 1+len(args))
+	// A first word holding "=" would read as a variable assignment.
+	words = append(words, shellQuote(bin, strings.Contains(bin, "=")))
+	for _, a := range args {
+		words = append(words, shellQuote(a, false))
+	}
+	return strings.Join(words, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but characters
+// that no shell treats specially, or when force is set.
+func shellQuote(s string, force bool) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0
+	if plain && !force {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -1,6 +1,7 @@
 package qemuvm
 
 import (
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -139,5 +140,36 @@ func TestValidate(t *testing.T) {
 	s.SSHPort = 70000
 	if s.Validate() == nil {
 		t.Fatal("port 70000 accepted")
+	}
+}
+
+func TestCmdlineQuoted(t *testing.T) {
+	tests := []struct {
+		bin  string
+		args []string
+		want string
+	}{
+		{"qemu", []string{"-name", "armdev-guest,process=armdev-guest", "-m", "4096M"}, "qemu -name armdev-guest,process=armdev-guest -m 4096M"},
+		{"/usr/bin/qemu", []string{"file=/my work/d.qcow2,format=qcow2"}, "/usr/bin/qemu 'file=/my work/d.qcow2,format=qcow2'"},
+		{"q", []string{"it's", `"x"`, "$HOME", "", "a\nb", "~", "*"}, `q 'it'\''s' '"x"' '$HOME' '' 'a` + "\n" + `b' '~' '*'`},
+		{"A=b", nil, "'A=b'"},
+	}
+	for _, tc := range tests {
+		if got := CmdlineQuoted(tc.bin, tc.args); got != tc.want {
+			t.Errorf("CmdlineQuoted(%q, %q) =\n%s\nwant\n%s", tc.bin, tc.args, got, tc.want)
+		}
+	}
+}
+
+// A shell reads the quoted line back as the same words.
+func TestCmdlineQuotedRoundTrip(t *testing.T) {
+	words := []string{"%s\\0", "plain", "two words", "a,b,,c", `it's "quoted"`, "$HOME `id` $(id)", "", "tab\there", "new\nline", "back\\slash", "!bang", "#hash", "semi;colon", "glob*?[a]", "~user", "a=b"}
+	out, err := exec.Command("sh", "-c", CmdlineQuoted("printf", words)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	if !slices.Equal(got, words[1:]) {
+		t.Errorf("sh read back\n%q\nwant\n%q", got, words[1:])
 	}
 }

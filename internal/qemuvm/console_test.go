@@ -2,7 +2,6 @@ package qemuvm
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"os"
@@ -73,7 +72,7 @@ func TestAttachDetach(t *testing.T) {
 	defer w.Close()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- Attach(context.Background(), sock, r, out) }()
+	go func() { done <- Attach(t.Context(), sock, r, out) }()
 
 	if _, err := w.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
@@ -104,7 +103,7 @@ func TestAttachGuestCloses(t *testing.T) {
 	defer r.Close()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- Attach(context.Background(), sock, r, out) }()
+	go func() { done <- Attach(t.Context(), sock, r, out) }()
 	c := <-conns
 	c.Write([]byte("login: "))
 	c.Close()
@@ -118,7 +117,7 @@ func TestAttachGuestCloses(t *testing.T) {
 }
 
 func TestAttachNoSocket(t *testing.T) {
-	err := Attach(context.Background(), filepath.Join(t.TempDir(), "none.sock"), os.Stdin, io.Discard)
+	err := Attach(t.Context(), filepath.Join(t.TempDir(), "none.sock"), os.Stdin, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "is the guest running?") {
 		t.Fatalf("Attach = %v", err)
 	}

@@ -14,6 +14,11 @@ import (
 // text overwritten with a carriage return only the last version is kept. It reads
 // only the end of the file.
 func TailLines(path string, n int) ([]string, error) {
+	return tailLines(path, 0, n)
+}
+
+// tailLines is TailLines for the part of the file after its first from bytes.
+func tailLines(path string, from int64, n int) ([]string, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -29,11 +34,8 @@ func TailLines(path string, n int) ([]string, error) {
 	const chunk = 64 << 10
 	var data []byte
 	off := fi.Size()
-	for off > 0 && bytes.Count(data, []byte{'\n'}) <= n {
-		size := int64(chunk)
-		if off < size {
-			size = off
-		}
+	for off > from && bytes.Count(data, []byte{'\n'}) <= n {
+		size := min(chunk, off-from)
 		off -= size
 		buf := make([]byte, size)
 		if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {

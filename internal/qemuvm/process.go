@@ -37,38 +37,64 @@ func PortFree(port int) error {
 	return l.Close()
 }
 
-// Start runs QEMU for spec in the background and returns its pid once the guest is
-// up far enough to be managed: the pid file names it and the QMP socket answers.
+// Process is a QEMU that Start ran.
+type Process struct {
+	PID     int    // QEMU's pid; 0 when it did not start
+	Cmdline string // its command line, quoted to be pasted into a shell (CmdlineQuoted)
+}
+
+// logHeader starts QEMU's log, before the command line and QEMU's own output.
+const logHeader = "# qemu command line (paste to reproduce):\n"
+
+// Start runs QEMU for spec in the background and returns it once the guest is up
+// far enough to be managed: the pid file names it and the QMP socket answers.
 //
 // QEMU runs in its own session (detached from the terminal, so closing the terminal
 // or Ctrl-C does not stop it), with stdin from /dev/null and stdout and stderr going
-// to stderrLog (truncated first). Relative paths in spec are made absolute; socket
-// paths go through SocketPath. Start refuses to run a second guest on the same pid
-// file and disk. If QEMU exits before it is ready, the error carries its last
-// message, turned into a clear instruction for the usual causes (SSH port taken,
-// disk used by another QEMU). If ctx ends first, QEMU is killed. Without a deadline
-// on ctx, Start waits at most a minute.
-func Start(ctx context.Context, spec Spec, accel, cpu, stderrLog string) (int, error) {
+// to logFile, which is truncated and then starts with the command line (logHeader),
+// so that a failed boot can be reproduced by hand. Relative paths in spec are made
+// absolute; socket paths go through SocketPath.
+//
+// Start refuses to run a second guest on the same disk, and a guest whose pid file
+// another live process holds. The pid file itself is left to QEMU, whose lock on it
+// is what keeps two QEMUs apart. If QEMU exits before it is ready, the error carries
+// its last message, turned into a clear instruction for the usual causes (SSH port
+// taken, disk or pid file used by another QEMU). If ctx ends first, QEMU is killed.
+// Without a deadline on ctx, Start waits at most a minute. Once QEMU has been run,
+// the returned Process carries its command line even when Start fails.
+func Start(ctx context.Context, spec Spec, accel, cpu, logFile string) (Process, error) {
 	if err := spec.Validate(); err != nil {
-		return 0, fmt.Errorf("start guest: %w", err)
+		return Process{}, err
 	}
 	spec, err := resolvePaths(spec)
 	if err != nil {
-		return 0, fmt.Errorf("start guest: %w", err)
+		return Process{}, err
 	}
-	st, err := Running(spec.PIDFile, spec.Disk, spec.Name)
+	st, err := Inspect(spec.PIDFile, spec.Disk, spec.Name)
 	if err != nil {
-		return 0, fmt.Errorf("start guest: %w", err)
+		return Process{}, err
 	}
 	if st.Running {
-		return 0, fmt.Errorf("start guest: the guest is already running (pid %d)", st.PID)
+		return Process{}, fmt.Errorf("the guest is already running (pid %d)", st.PID)
+	}
+	if st.Holder > 0 {
+		return Process{}, pidFileHeldError(spec.PIDFile, st.Holder)
 	}
 	if spec.SSHPort > 0 {
 		if err := PortFree(spec.SSHPort); err != nil {
-			return 0, err
+			return Process{}, err
 		}
 	}
-	return launch(ctx, spec, accel, cpu, stderrLog)
+	return launch(ctx, spec, accel, cpu, logFile)
+}
+
+// pidFileHeldError says that a process other than our guest holds the pid file.
+func pidFileHeldError(pidFile string, holder int) error {
+	who := "another QEMU"
+	if holder > 0 {
+		who += fmt.Sprintf(" (pid %d)", holder)
+	}
+	return fmt.Errorf("%s holds this workspace's pid file %s: stop that guest first", who, pidFile)
 }
 
 // resolvePaths makes spec's file paths absolute and its socket paths short enough.
@@ -79,7 +105,7 @@ func resolvePaths(spec Spec) (Spec, error) {
 		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
-			return spec, err
+			return spec, fmt.Errorf("make %s absolute: %w", *p, err)
 		}
 		*p = abs
 	}
@@ -94,33 +120,36 @@ func resolvePaths(spec Spec) (Spec, error) {
 }
 
 // launch starts QEMU and waits until it is ready; see Start.
-func launch(ctx context.Context, spec Spec, accel, cpu, stderrLog string) (int, error) {
+func launch(ctx context.Context, spec Spec, accel, cpu, logFile string) (Process, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 	}
-	if err := os.Remove(spec.PIDFile); err != nil && !os.IsNotExist(err) {
-		return 0, fmt.Errorf("start guest: remove old pid file: %w", err)
-	}
+	args := Args(spec, accel, cpu)
+	p := Process{Cmdline: CmdlineQuoted(spec.QEMU, args)}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, fmt.Errorf("start guest: %w", err)
+		return p, err
 	}
 	defer devnull.Close()
-	logf, err := os.OpenFile(stderrLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, fmt.Errorf("start guest: QEMU log: %w", err)
+		return p, err
 	}
 	defer logf.Close()
+	header := logHeader + p.Cmdline + "\n"
+	if _, err := logf.WriteString(header); err != nil {
+		return p, err
+	}
 
-	cmd := exec.Command(spec.QEMU, Args(spec, accel, cpu)...)
+	cmd := exec.Command(spec.QEMU, args...)
 	cmd.Stdin = devnull
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start guest: run %s: %w", spec.QEMU, err)
+		return p, fmt.Errorf("run %s: %w", spec.QEMU, err)
 	}
 	pid := cmd.Process.Pid
 	exited := make(chan error, 1)
@@ -133,12 +162,14 @@ func launch(ctx context.Context, spec Spec, accel, cpu, stderrLog string) (int, 
 	for {
 		select {
 		case err := <-exited:
-			return 0, exitError(spec, stderrLog, err)
+			return p, exitError(spec, logFile, int64(len(header)), err)
 		case <-ctx.Done():
 			_ = cmd.Process.Kill()
-			return 0, fmt.Errorf("start guest: QEMU did not become ready: %w (see %s)", ctx.Err(), stderrLog)
+			return p, fmt.Errorf("QEMU did not become ready: %w (see %s)", ctx.Err(), logFile)
 		case <-tick.C:
 		}
+		// The pid file may still name an earlier QEMU: QEMU rewrites it once it
+		// holds its lock.
 		if b, err := os.ReadFile(spec.PIDFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 			continue
 		}
@@ -149,183 +180,26 @@ func launch(ctx context.Context, spec Spec, accel, cpu, stderrLog string) (int, 
 			continue
 		}
 		q.Close()
-		return pid, nil
+		p.PID = pid
+		return p, nil
 	}
 }
 
-// exitError explains why QEMU exited during start, from the end of its log.
-func exitError(spec Spec, stderrLog string, waitErr error) error {
-	lines, _ := TailLines(stderrLog, 5)
+// exitError explains why QEMU exited during start, from what it wrote to logFile
+// after the first skip bytes (the header holding its command line).
+func exitError(spec Spec, logFile string, skip int64, waitErr error) error {
+	lines, _ := tailLines(logFile, skip, 5)
 	msg := strings.Join(lines, " | ")
 	switch {
 	case strings.Contains(msg, "Could not set up host forwarding rule"):
 		return &PortInUseError{Port: spec.SSHPort}
 	case strings.Contains(msg, `Failed to get "write" lock`):
-		return fmt.Errorf("start guest: the disk %s is in use by another QEMU: stop that guest first", spec.Disk)
+		return fmt.Errorf("the disk %s is in use by another QEMU: stop that guest first", spec.Disk)
+	case strings.Contains(msg, "Cannot lock pid file"):
+		holder, _, _ := PIDFileHolder(spec.PIDFile)
+		return pidFileHeldError(spec.PIDFile, holder)
 	case msg == "":
-		return fmt.Errorf("start guest: QEMU exited (%v) without a message", waitErr)
+		return fmt.Errorf("QEMU exited (%v) without a message", waitErr)
 	}
-	return fmt.Errorf("start guest: QEMU exited: %s", strings.TrimPrefix(msg, filepath.Base(spec.QEMU)+": "))
-}
-
-// State is what a pid file says about the guest.
-type State struct {
-	PID     int    // the pid in the pid file; 0 when there is none
-	Running bool   // PID is our guest: its process name and disk match
-	Stale   bool   // the pid file did not name our guest and has been removed
-	Reason  string // why the pid file was stale
-}
-
-// Running reads pidFile and checks that the process it names is the guest running
-// disk: its process name (/proc/PID/comm) must be name ("" means DefaultName) and
-// its command line must use disk. A pid file naming no process, or a process that is
-// not this guest, is stale: it is removed and reported with Stale and Reason. A
-// missing pid file is simply "not running".
-func Running(pidFile, disk, name string) (State, error) {
-	if name == "" {
-		name = DefaultName
-	}
-	b, err := os.ReadFile(pidFile)
-	if os.IsNotExist(err) {
-		return State{}, nil
-	}
-	if err != nil {
-		return State{}, fmt.Errorf("read pid file: %w", err)
-	}
-	var st State
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		st.Reason = "the pid file holds no pid"
-	} else {
-		st.PID = pid
-		absDisk, err := filepath.Abs(disk)
-		if err != nil {
-			return st, fmt.Errorf("check guest: %w", err)
-		}
-		st.Reason = identify(pid, absDisk, name)
-	}
-	if st.Reason == "" {
-		st.Running = true
-		return st, nil
-	}
-	st.Stale = true
-	if err := os.Remove(pidFile); err != nil && !os.IsNotExist(err) {
-		return st, fmt.Errorf("remove stale pid file: %w", err)
-	}
-	return st, nil
-}
-
-// identify returns "" when pid is the guest named name running disk, else why not.
-func identify(pid int, disk, name string) string {
-	if !alive(pid) {
-		return fmt.Sprintf("no process %d", pid)
-	}
-	comm, args, err := procInfo(pid)
-	if err != nil {
-		return fmt.Sprintf("cannot inspect process %d: %v", pid, err)
-	}
-	if comm != "" && comm != truncComm(name) {
-		return fmt.Sprintf("process %d is %q, not the guest", pid, comm)
-	}
-	if !strings.Contains(args, "process="+escapeOpt(name)) {
-		return fmt.Sprintf("process %d is not a QEMU guest named %s", pid, name)
-	}
-	if !strings.Contains(args, "file="+escapeOpt(disk)+",") {
-		return fmt.Sprintf("process %d runs another disk", pid)
-	}
-	return ""
-}
-
-// truncComm shortens name as the kernel does for /proc/PID/comm.
-func truncComm(name string) string {
-	if len(name) > 15 {
-		return name[:15]
-	}
-	return name
-}
-
-// procInfo returns the process name (empty when the OS has no /proc) and the
-// command line of pid, its arguments joined by NUL bytes or spaces.
-func procInfo(pid int) (comm, args string, err error) {
-	dir := "/proc/" + strconv.Itoa(pid)
-	if _, err := os.Stat("/proc/self/cmdline"); err != nil {
-		// No procfs (macOS): ask ps for the arguments.
-		out, err := exec.Command("ps", "-o", "args=", "-p", strconv.Itoa(pid)).Output()
-		return "", string(out), err
-	}
-	c, err := os.ReadFile(dir + "/comm")
-	if err != nil {
-		return "", "", err
-	}
-	a, err := os.ReadFile(dir + "/cmdline")
-	if err != nil {
-		return "", "", err
-	}
-	return strings.TrimSpace(string(c)), string(a), nil
-}
-
-// alive reports whether pid is a process that has not exited (a zombie counts as
-// exited once all its threads are gone).
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !os.IsNotExist(err) || !procfs()
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X') {
-		// A zombie leader may still have threads tearing down (and holding its
-		// sockets and files); the process is gone once they are.
-		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-		return err == nil && len(tasks) > 1
-	}
-	return true
-}
-
-func procfs() bool {
-	_, err := os.Stat("/proc/self/stat")
-	return err == nil
-}
-
-// WaitExit waits until process pid has exited, polling.
-func WaitExit(ctx context.Context, pid int) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for alive(pid) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for process %d to exit: %w", pid, ctx.Err())
-		case <-tick.C:
-		}
-	}
-	return nil
-}
-
-// Result says what Kill found and did.
-type Result struct {
-	State       // what the pid file said before (see Running)
-	Killed bool // the guest was running and has been killed
-}
-
-// Kill stops the guest without asking it: SIGKILL, but only after Running has
-// verified that the pid file names the guest running disk. A pid file naming any
-// other process is removed and reported in the Result; nothing else is ever
-// signalled. Kill waits for the process to exit and removes the pid file.
-func Kill(ctx context.Context, pidFile, disk, name string) (Result, error) {
-	st, err := Running(pidFile, disk, name)
-	if err != nil || !st.Running {
-		return Result{State: st}, err
-	}
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return Result{State: st}, fmt.Errorf("kill guest (pid %d): %w", st.PID, err)
-	}
-	if err := WaitExit(ctx, st.PID); err != nil {
-		return Result{State: st}, fmt.Errorf("kill guest: %w", err)
-	}
-	if err := os.Remove(pidFile); err != nil && !os.IsNotExist(err) {
-		return Result{State: st, Killed: true}, fmt.Errorf("kill guest: remove pid file: %w", err)
-	}
-	return Result{State: st, Killed: true}, nil
+	return fmt.Errorf("QEMU exited: %s", strings.TrimPrefix(msg, filepath.Base(spec.QEMU)+": "))
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,21 +18,52 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fakeGuestEnv makes the test binary act as a long-running process: run through a
-// symlink named armdev-guest it has the guest's process name and any command line.
-const fakeGuestEnv = "ARMDEV_QEMUVM_FAKE_GUEST"
+// The test binary doubles as a fake guest: run with fakeGuestEnv=1 (through a
+// symlink named armdev-guest, say) it has that process name and any command line,
+// and stays until killed or until the test binary that started it is gone. With
+// fakeLockEnv naming a file, it first takes a POSIX write lock on that file, as
+// QEMU does on its -pidfile, and with fakeWritePIDEnv=1 writes its pid there.
+const (
+	fakeGuestEnv    = "ARMDEV_QEMUVM_FAKE_GUEST"
+	fakeLockEnv     = "ARMDEV_QEMUVM_FAKE_LOCK"
+	fakeWritePIDEnv = "ARMDEV_QEMUVM_FAKE_WRITE_PID"
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeGuestEnv) == "1" {
-		time.Sleep(10 * time.Minute)
-		os.Exit(0)
+		fakeGuest()
 	}
 	os.Exit(m.Run())
 }
 
-// startFake runs the test binary as a process named name with args, and kills it when
-// the test ends.
-func startFake(t *testing.T, name string, args ...string) *exec.Cmd {
+func fakeGuest() {
+	var lockFile *os.File
+	if path := os.Getenv(fakeLockEnv); path != "" {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		lockFile = f
+		if err == nil {
+			err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK})
+		}
+		if err == nil && os.Getenv(fakeWritePIDEnv) == "1" {
+			_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+		}
+		if err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(2)
+		}
+	}
+	// A watchdog, not synchronisation: once the test binary is gone (this process
+	// has been re-parented), nothing would kill this one.
+	parent := os.Getppid()
+	for os.Getppid() == parent {
+		time.Sleep(100 * time.Millisecond)
+	}
+	runtime.KeepAlive(lockFile) // closing it would drop the lock
+	os.Exit(0)
+}
+
+// fakeCmd prepares the test binary to run as a process named name with args.
+func fakeCmd(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -42,6 +75,15 @@ func startFake(t *testing.T, name string, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(link, args...)
 	cmd.Env = append(os.Environ(), fakeGuestEnv+"=1")
+	return cmd
+}
+
+// runFake starts cmd (from fakeCmd), waits until it carries its name, and kills it
+// when the test ends.
+func runFake(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +93,24 @@ func startFake(t *testing.T, name string, args ...string) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		<-done
 	})
+	pid := cmd.Process.Pid
+	name := truncComm(filepath.Base(cmd.Path))
 	waitFor(t, func() bool {
-		comm, _, err := procInfo(cmd.Process.Pid)
-		return err == nil && comm == truncComm(name)
+		select {
+		case <-done:
+			t.Fatalf("fake guest exited: %s", stderr.String())
+		default:
+		}
+		p, err := readProc(pid)
+		return err == nil && p.comm == name
 	})
-	return cmd
+	return pid
+}
+
+// startFake runs the test binary as a process named name with args; see fakeCmd.
+func startFake(t *testing.T, name string, args ...string) int {
+	t.Helper()
+	return runFake(t, fakeCmd(t, name, args...))
 }
 
 // waitFor polls cond until it holds or 10 seconds pass.
@@ -72,7 +127,12 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func writePID(t *testing.T, path string, pid int) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	writeFile(t, path, strconv.Itoa(pid)+"\n")
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -80,106 +140,6 @@ func writePID(t *testing.T, path string, pid int) {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
-}
-
-func TestRunningNoPIDFile(t *testing.T) {
-	st, err := Running(filepath.Join(t.TempDir(), "qemu.pid"), "/d/disk.qcow2", "")
-	if err != nil || st != (State{}) {
-		t.Fatalf("Running = %+v, %v; want zero state", st, err)
-	}
-	res, err := Kill(context.Background(), filepath.Join(t.TempDir(), "qemu.pid"), "/d/disk.qcow2", "")
-	if err != nil || res.Killed || res.Stale {
-		t.Fatalf("Kill = %+v, %v", res, err)
-	}
-}
-
-func TestRunningGarbagePIDFile(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "qemu.pid")
-	if err := os.WriteFile(pidFile, []byte("hello\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	st, err := Running(pidFile, "/d/disk.qcow2", "")
-	if err != nil || st.Running || !st.Stale || exists(pidFile) {
-		t.Fatalf("Running = %+v, %v; pid file exists %v", st, err, exists(pidFile))
-	}
-}
-
-func TestRunningDeadProcess(t *testing.T) {
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(t.TempDir(), "qemu.pid")
-	writePID(t, pidFile, cmd.Process.Pid)
-	res, err := Kill(context.Background(), pidFile, "/d/disk.qcow2", "")
-	if err != nil || res.Killed || !res.Stale || !strings.Contains(res.Reason, "no process") || exists(pidFile) {
-		t.Fatalf("Kill = %+v, %v; pid file exists %v", res, err, exists(pidFile))
-	}
-}
-
-// A pid file naming a process that is not the guest must never get it killed.
-func TestKillSparesOtherProcesses(t *testing.T) {
-	disk := filepath.Join(t.TempDir(), "disk.qcow2")
-	guestName := "armdev-guest,process=armdev-guest"
-	tests := []struct {
-		name, comm string
-		args       []string
-		reason     string
-	}{
-		{"other program", "sleeper", []string{"-name", guestName, "-drive", "file=" + disk + ","}, `is "sleeper"`},
-		{"same name, not qemu", "armdev-guest", []string{"300"}, "not a QEMU guest"},
-		{"same name, other disk", "armdev-guest", []string{"-name", guestName, "-drive", "if=none,file=/elsewhere/disk.qcow2,format=qcow2"}, "another disk"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := startFake(t, tc.comm, tc.args...)
-			pidFile := filepath.Join(t.TempDir(), "qemu.pid")
-			writePID(t, pidFile, cmd.Process.Pid)
-
-			res, err := Kill(context.Background(), pidFile, disk, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Killed || res.Running || !res.Stale || !strings.Contains(res.Reason, tc.reason) {
-				t.Errorf("Kill = %+v, want stale with reason containing %q", res, tc.reason)
-			}
-			if exists(pidFile) {
-				t.Error("stale pid file not removed")
-			}
-			if !alive(cmd.Process.Pid) {
-				t.Fatal("an unrelated process was killed")
-			}
-		})
-	}
-}
-
-// A process that is the guest by name and disk is killed, and its pid file removed.
-func TestKillGuest(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "my, work")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(dir, "disk.qcow2")
-	spec := baseSpec()
-	spec.Disk = disk
-	cmd := startFake(t, "armdev-guest", Args(spec, "tcg", "max")...)
-	pidFile := filepath.Join(dir, "qemu.pid")
-	writePID(t, pidFile, cmd.Process.Pid)
-
-	st, err := Running(pidFile, disk, "")
-	if err != nil || !st.Running || st.PID != cmd.Process.Pid {
-		t.Fatalf("Running = %+v, %v", st, err)
-	}
-	res, err := Kill(context.Background(), pidFile, disk, "")
-	if err != nil || !res.Killed || res.PID != cmd.Process.Pid {
-		t.Fatalf("Kill = %+v, %v", res, err)
-	}
-	if alive(cmd.Process.Pid) {
-		t.Error("guest still alive after Kill")
-	}
-	if exists(pidFile) {
-		t.Error("pid file not removed")
-	}
 }
 
 func holdPort(t *testing.T) int {
@@ -221,8 +181,15 @@ func TestPortFree(t *testing.T) {
 const uboot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 
 // realSpec prepares a guest with the real QEMU and u-boot and an empty disk, in a
-// folder whose name needs QEMU's comma escaping.
+// folder whose name needs QEMU's comma escaping. It returns the spec and the path
+// for QEMU's log.
 func realSpec(t *testing.T) (Spec, string) {
+	t.Helper()
+	return realSpecIn(t, filepath.Join(t.TempDir(), "my, work"))
+}
+
+// realSpecIn is realSpec in the folder dir, which it creates.
+func realSpecIn(t *testing.T, dir string) (Spec, string) {
 	t.Helper()
 	qemu := needQEMU(t)
 	if testing.Short() {
@@ -231,7 +198,6 @@ func realSpec(t *testing.T) (Spec, string) {
 	if !exists(uboot) {
 		t.Skip("no u-boot at " + uboot)
 	}
-	dir := filepath.Join(t.TempDir(), "my, work")
 	for _, d := range []string{dir, filepath.Join(dir, "repo"), filepath.Join(dir, "nixos")} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -260,30 +226,50 @@ func killOnCleanup(t *testing.T, pid int) {
 	})
 }
 
+// startReal runs Start and makes sure the QEMU does not outlive the test.
+func startReal(t *testing.T, spec Spec, qemuLog string) Process {
+	t.Helper()
+	p, err := Start(t.Context(), spec, "tcg,thread=multi", "max,pauth-impdef=on", qemuLog)
+	if err != nil {
+		t.Fatalf("Start: %v\nQEMU command line to reproduce:\n%s", err, p.Cmdline)
+	}
+	killOnCleanup(t, p.PID)
+	return p
+}
+
 func TestStartRealQEMU(t *testing.T) {
 	spec, qemuLog := realSpec(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := t.Context()
 
 	started := time.Now()
-	pid, err := Start(ctx, spec, "tcg,thread=multi", "max,pauth-impdef=on", qemuLog)
+	p := startReal(t, spec, qemuLog)
+	t.Logf("QEMU ready in %v", time.Since(started))
+
+	st, err := Inspect(spec.PIDFile, spec.Disk, "")
+	if err != nil || st != (State{PID: p.PID, Running: true}) {
+		t.Fatalf("Inspect = %+v, %v; want running pid %d", st, err, p.PID)
+	}
+	proc, err := readProc(p.PID)
+	if err != nil || proc.comm != DefaultName {
+		t.Errorf("process name %q, %v", proc.comm, err)
+	}
+	sid, err := unix.Getsid(p.PID)
+	if err != nil || sid != p.PID {
+		t.Errorf("QEMU session %d, %v; want its own session %d", sid, err, p.PID)
+	}
+
+	// The log starts with the command line, which a shell reads back as exactly
+	// the arguments QEMU got.
+	log, err := os.ReadFile(qemuLog)
+	if err != nil || !strings.HasPrefix(string(log), logHeader+p.Cmdline+"\n") {
+		t.Errorf("QEMU log does not start with the command line %q:\n%s", p.Cmdline, log)
+	}
+	out, err := exec.Command("sh", "-c", `printf '%s\0' `+p.Cmdline).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	killOnCleanup(t, pid)
-	t.Logf("QEMU ready in %v", time.Since(started))
-
-	st, err := Running(spec.PIDFile, spec.Disk, "")
-	if err != nil || !st.Running || st.PID != pid {
-		t.Fatalf("Running = %+v, %v; want pid %d", st, err, pid)
-	}
-	comm, _, err := procInfo(pid)
-	if err != nil || comm != DefaultName {
-		t.Errorf("process name %q, %v", comm, err)
-	}
-	sid, err := unix.Getsid(pid)
-	if err != nil || sid != pid {
-		t.Errorf("QEMU session %d, %v; want its own session %d", sid, err, pid)
+	if got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"); !slices.Equal(got, proc.argv) {
+		t.Errorf("the pasted command line gives\n%q\nQEMU runs\n%q", got, proc.argv)
 	}
 
 	q, err := DialQMP(ctx, spec.QMPSocket)
@@ -310,38 +296,120 @@ func TestStartRealQEMU(t *testing.T) {
 		return strings.Contains(string(b), "U-Boot")
 	})
 
-	if _, err := Start(ctx, spec, "tcg", "max", qemuLog); err == nil || !strings.Contains(err.Error(), "already running") {
-		t.Errorf("second Start: %v", err)
+	want := "the guest is already running (pid " + strconv.Itoa(p.PID) + ")"
+	if _, err := Start(ctx, spec, "tcg", "max", qemuLog); err == nil || err.Error() != want {
+		t.Errorf("second Start: %v, want %q", err, want)
 	}
 
 	res, err := Kill(ctx, spec.PIDFile, spec.Disk, "")
-	if err != nil || !res.Killed || res.PID != pid {
+	if err != nil || !res.Killed || res.PID != p.PID || res.ByScan {
 		t.Fatalf("Kill = %+v, %v", res, err)
 	}
-	if alive(pid) || exists(spec.PIDFile) {
-		t.Fatalf("after Kill: alive %v, pid file %v", alive(pid), exists(spec.PIDFile))
+	if alive(p.PID) || exists(spec.PIDFile) {
+		t.Fatalf("after Kill: alive %v, pid file %v", alive(p.PID), exists(spec.PIDFile))
 	}
 
 	// A restart over the leftovers of a killed QEMU (sockets) works, and QMP quit
-	// ends it cleanly.
-	pid, err = Start(ctx, spec, "tcg", "max", qemuLog)
+	// through the Monitor interface ends it cleanly.
+	p = startReal(t, spec, qemuLog)
+	m, err := DialMonitor(ctx, spec.QMPSocket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	killOnCleanup(t, pid)
-	q, err = DialQMP(ctx, spec.QMPSocket)
-	if err != nil {
+	defer m.Close()
+	if err := m.Quit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	if err := q.Quit(ctx); err != nil {
+	if err := WaitExit(ctx, p.PID); err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitExit(ctx, pid); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := Running(spec.PIDFile, spec.Disk, ""); err != nil || st.Running {
+	if st, err := Inspect(spec.PIDFile, spec.Disk, ""); err != nil || st.Running {
 		t.Errorf("after quit: %+v, %v", st, err)
+	}
+}
+
+// A state folder reached through a symlink is the same workspace: the running
+// guest is recognised through either spelling, and kill works through either.
+func TestRealQEMUThroughSymlink(t *testing.T) {
+	spec, qemuLog := realSpec(t)
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(filepath.Dir(spec.Disk), link); err != nil {
+		t.Fatal(err)
+	}
+	viaLink := func(p string) string { return filepath.Join(link, filepath.Base(p)) }
+	started := spec
+	started.Disk, started.PIDFile = viaLink(spec.Disk), viaLink(spec.PIDFile)
+	p := startReal(t, started, qemuLog)
+
+	st, err := Inspect(spec.PIDFile, spec.Disk, "")
+	if err != nil || st != (State{PID: p.PID, Running: true}) {
+		t.Fatalf("Inspect through the real path = %+v, %v; want running pid %d", st, err, p.PID)
+	}
+	res, err := Kill(t.Context(), spec.PIDFile, spec.Disk, "")
+	if err != nil || !res.Killed || res.PID != p.PID {
+		t.Fatalf("Kill = %+v, %v", res, err)
+	}
+	if alive(p.PID) || exists(spec.PIDFile) {
+		t.Errorf("after Kill: alive %v, pid file %v", alive(p.PID), exists(spec.PIDFile))
+	}
+}
+
+// QEMU's lock on its pid file keeps a second QEMU out of the workspace: Start
+// refuses up front, and when it gets as far as QEMU, QEMU's refusal becomes the
+// same clear error. The first guest keeps its pid file.
+func TestRealQEMUPIDFileHeld(t *testing.T) {
+	spec, qemuLog := realSpec(t)
+	first := startReal(t, spec, qemuLog)
+
+	// Another guest (its own disk, sockets and port) on the same pid file.
+	second, secondLog := realSpecIn(t, filepath.Join(t.TempDir(), "second"))
+	second.PIDFile = spec.PIDFile
+	want := "another QEMU (pid " + strconv.Itoa(first.PID) + ") holds this workspace's pid file " + spec.PIDFile + ": stop that guest first"
+	if _, err := Start(t.Context(), second, "tcg", "max", secondLog); err == nil || err.Error() != want {
+		t.Errorf("Start = %v, want %q", err, want)
+	}
+	second, err := resolvePaths(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := launch(t.Context(), second, "tcg", "max", secondLog)
+	if p.PID != 0 {
+		killOnCleanup(t, p.PID)
+	}
+	if err == nil || err.Error() != want {
+		log, _ := os.ReadFile(secondLog)
+		t.Errorf("launch = %+v, %v; want %q; QEMU log:\n%s", p, err, want, log)
+	}
+	if b, _ := os.ReadFile(spec.PIDFile); strings.TrimSpace(string(b)) != strconv.Itoa(first.PID) || !alive(first.PID) {
+		t.Errorf("the first guest (pid %d, alive %v) lost its pid file: it says %q", first.PID, alive(first.PID), b)
+	}
+	if holder, held, err := PIDFileHolder(spec.PIDFile); err != nil || !held || holder != first.PID {
+		t.Errorf("PIDFileHolder = %d, %v, %v; want %d", holder, held, err, first.PID)
+	}
+}
+
+// A guest whose pid file is gone (a wiped state folder) is found by scanning
+// processes, and can be killed.
+func TestRealQEMUWithoutPIDFile(t *testing.T) {
+	spec, qemuLog := realSpec(t)
+	p := startReal(t, spec, qemuLog)
+	if err := os.Remove(spec.PIDFile); err != nil {
+		t.Fatal(err)
+	}
+	if pid, err := FindGuest(spec.Disk, ""); err != nil || pid != p.PID {
+		t.Errorf("FindGuest = %d, %v; want %d", pid, err, p.PID)
+	}
+	st, err := Inspect(spec.PIDFile, spec.Disk, "")
+	if err != nil || st != (State{PID: p.PID, Running: true, ByScan: true}) {
+		t.Fatalf("Inspect = %+v, %v; want found by scan, pid %d", st, err, p.PID)
+	}
+	want := "the guest is already running (pid " + strconv.Itoa(p.PID) + ")"
+	if _, err := Start(t.Context(), spec, "tcg", "max", qemuLog); err == nil || err.Error() != want {
+		t.Errorf("Start = %v, want %q", err, want)
+	}
+	res, err := Kill(t.Context(), spec.PIDFile, spec.Disk, "")
+	if err != nil || !res.Killed || !res.ByScan || res.PID != p.PID || alive(p.PID) {
+		t.Fatalf("Kill = %+v, %v; alive %v", res, err, alive(p.PID))
 	}
 }
 
@@ -399,10 +467,8 @@ func TestDevicesNeedNoROM(t *testing.T) {
 func TestStartPortInUse(t *testing.T) {
 	spec, qemuLog := realSpec(t)
 	spec.SSHPort = holdPort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 
-	_, err := Start(ctx, spec, "tcg", "max", qemuLog)
+	_, err := Start(t.Context(), spec, "tcg", "max", qemuLog)
 	var pe *PortInUseError
 	if !errors.As(err, &pe) || pe.Port != spec.SSHPort {
 		t.Fatalf("Start = %v, want PortInUseError", err)
@@ -412,7 +478,7 @@ func TestStartPortInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = launch(ctx, spec, "tcg", "max", qemuLog)
+	_, err = launch(t.Context(), spec, "tcg", "max", qemuLog)
 	if !errors.As(err, &pe) || pe.Port != spec.SSHPort {
 		log, _ := os.ReadFile(qemuLog)
 		t.Fatalf("launch = %v, want PortInUseError; QEMU log: %s", err, log)
@@ -422,11 +488,79 @@ func TestStartPortInUse(t *testing.T) {
 func TestStartQEMUFails(t *testing.T) {
 	spec, qemuLog := realSpec(t)
 	spec.UBoot = filepath.Join(t.TempDir(), "missing-u-boot.bin")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, err := Start(ctx, spec, "tcg", "max", qemuLog)
-	if err == nil || !strings.Contains(err.Error(), "missing-u-boot.bin") || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("Start = %v, want one line naming the missing firmware", err)
+	p, err := Start(t.Context(), spec, "tcg", "max", qemuLog)
+	want := "QEMU exited: Could not find ROM image '" + spec.UBoot + "'"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Start = %v, want %q", err, want)
 	}
-	t.Log(err)
+	if p.PID != 0 || !strings.Contains(p.Cmdline, "missing-u-boot.bin") {
+		t.Errorf("Process = %+v; want no pid and the command line", p)
+	}
+}
+
+// fakeStartSpec is a spec whose QEMU is a shell script with body, for the paths
+// of Start that need no real QEMU.
+func fakeStartSpec(t *testing.T, body string) (Spec, string) {
+	t.Helper()
+	dir := t.TempDir()
+	qemu := filepath.Join(dir, "qemu-system-aarch64")
+	writeFile(t, qemu, "#!/bin/sh\n"+body)
+	if err := os.Chmod(qemu, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Spec{
+		QEMU: qemu, UBoot: filepath.Join(dir, "u-boot.bin"), Disk: filepath.Join(dir, "disk.qcow2"),
+		PIDFile: filepath.Join(dir, "qemu.pid"), QMPSocket: filepath.Join(dir, "qmp.sock"),
+		SerialSocket: filepath.Join(dir, "serial.sock"), SerialLog: filepath.Join(dir, "serial.log"),
+	}, filepath.Join(dir, "qemu.log")
+}
+
+// QEMU's last words become the error, never the command line Start wrote at the
+// top of the same log; the usual causes become instructions.
+func TestStartExitMessages(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"silent", "exit 3\n", "QEMU exited (exit status 3) without a message"},
+		{"message", "echo 'qemu-system-aarch64: -drive x: warning: odd' >&2\necho 'qemu-system-aarch64: it broke' >&2\nexit 1\n",
+			"QEMU exited: -drive x: warning: odd | qemu-system-aarch64: it broke"},
+		{"pid file locked", "echo 'qemu-system-aarch64: cannot create PID file: Cannot lock pid file: Resource temporarily unavailable' >&2\nexit 1\n",
+			"another QEMU holds this workspace's pid file PIDFILE: stop that guest first"},
+		{"disk locked", "echo 'qemu-system-aarch64: -drive if=none: Failed to get \"write\" lock' >&2\nexit 1\n",
+			"the disk DISK is in use by another QEMU: stop that guest first"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, qemuLog := fakeStartSpec(t, tc.body)
+			p, err := Start(t.Context(), spec, "tcg", "max", qemuLog)
+			want := strings.NewReplacer("PIDFILE", spec.PIDFile, "DISK", spec.Disk).Replace(tc.want)
+			if err == nil || err.Error() != want {
+				t.Errorf("Start = %v\nwant %q", err, want)
+			}
+			log, _ := os.ReadFile(qemuLog)
+			if p.Cmdline == "" || !strings.HasPrefix(string(log), logHeader+p.Cmdline+"\n") {
+				t.Errorf("log does not start with the command line %q:\n%s", p.Cmdline, log)
+			}
+		})
+	}
+}
+
+// Start's own refusals say what is wrong without naming the operation, which the
+// caller adds.
+func TestStartRefusals(t *testing.T) {
+	spec, qemuLog := fakeStartSpec(t, "echo ran >&2; exit 1\n")
+	bad := spec
+	bad.Disk = ""
+	if _, err := Start(t.Context(), bad, "tcg", "max", qemuLog); err == nil || err.Error() != "guest spec: missing disk" {
+		t.Errorf("Start without a disk = %v", err)
+	}
+	port := spec
+	port.SSHPort = holdPort(t)
+	var pe *PortInUseError
+	if _, err := Start(t.Context(), port, "tcg", "max", qemuLog); !errors.As(err, &pe) {
+		t.Errorf("Start on a taken port = %v", err)
+	}
+	if exists(qemuLog) {
+		t.Error("QEMU was run although Start refused")
+	}
 }
