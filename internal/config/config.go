@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/guestuser"
 )
 
 // DefaultRelease is the NixOS release whose SD image is used when
@@ -171,7 +173,7 @@ func load(root string, env Env, h host) (Config, error) {
 	c.Yes = p.boolean("ARMDEV_YES", false)
 	c.GUI = p.boolean("ARMDEV_GUI", false)
 	c.NixShell = p.boolean("ARMDEV_NIX_SHELL", true)
-	c.User = p.match("ARMDEV_USER", "armdev", userRE, "a lower-case user name")
+	c.User = p.userName("ARMDEV_USER", guestuser.DefaultUser)
 	if p.err != nil {
 		return Config{}, p.err
 	}
@@ -233,7 +235,6 @@ func unprivilegedPortStart() int {
 var (
 	releaseRE = regexp.MustCompile(`^([0-9]{2}\.[0-9]{2}|unstable)$`)
 	cpuRE     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.,=-]*$`)
-	userRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,30}$`)
 	sizeRE    = regexp.MustCompile(`^([0-9]+)([KMGT]?)(I?B)?$`)
 )
 
@@ -352,6 +353,20 @@ func (p *parser) match(name, def string, re *regexp.Regexp, accepted string) str
 	}
 	if !re.MatchString(v) {
 		p.fail(name, v, accepted)
+		return ""
+	}
+	return v
+}
+
+// userName accepts a guest user name that NixOS takes and does not declare
+// itself (see guestuser.ValidName).
+func (p *parser) userName(name, def string) string {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	if err := guestuser.ValidName(v); err != nil {
+		p.err = fmt.Errorf("%s=%q is not valid: expected a name the guest user can have; %v", name, v, err)
 		return ""
 	}
 	return v

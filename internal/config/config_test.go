@@ -346,3 +346,22 @@ func TestPrivilegedPortsNeedRoot(t *testing.T) {
 		t.Errorf("port 22 as root: %d, %q", c.SSHPort, msg)
 	}
 }
+
+// ARMDEV_USER reaches the guest's configuration: names NixOS refuses, or
+// declares itself, stop before any work.
+func TestUserName(t *testing.T) {
+	h := posing(t.TempDir())
+	for _, bad := range []string{"root", "nobody", "nixbld3", "sshd", "nixos", "Has Space", "-x", "..", strings.Repeat("a", 32)} {
+		if _, msg := loadAs(t, h, map[string]string{"ARMDEV_USER": bad}); !strings.HasPrefix(msg, `ARMDEV_USER="`+bad+`" is not valid: `) {
+			t.Errorf("ARMDEV_USER=%q: %q, want it refused in one line", bad, msg)
+		}
+	}
+	for _, good := range []string{"dev", "rs_dev", "a.b"} {
+		if c, msg := loadAs(t, h, map[string]string{"ARMDEV_USER": good}); msg != "" || c.User != good {
+			t.Errorf("ARMDEV_USER=%q: user %q, %q", good, c.User, msg)
+		}
+	}
+	if c, msg := loadAs(t, h, nil); msg != "" || c.User != "armdev" {
+		t.Errorf("default user %q, %q", c.User, msg)
+	}
+}
