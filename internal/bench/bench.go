@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/harness"
 )
 
@@ -35,13 +34,13 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	}
 	defer os.RemoveAll(work)
 
-	ours, cli, err := disk.BenchUnzstdRatio(ctx, work, opts.UnzstdSize)
+	u, err := benchUnzstd(ctx, work, opts.UnzstdSize)
 	if err != nil {
 		return fmt.Errorf("bench unzstd: %w", err)
 	}
-	fmt.Fprintf(out, "unzstd_vs_cli_ratio: %.2f\n", ours.Seconds()/cli.Seconds())
-	fmt.Fprintf(out, "unzstd_seconds: %.2f\n", ours.Seconds())
-	fmt.Fprintf(out, "unzstd_cli_seconds: %.2f\n", cli.Seconds())
+	fmt.Fprintf(out, "unzstd_vs_cli_ratio: %.2f\n", u.Ours.Seconds()/u.CLI.Seconds())
+	fmt.Fprintf(out, "unzstd_seconds: %.2f\n", u.Ours.Seconds())
+	fmt.Fprintf(out, "unzstd_cli_seconds: %.2f\n", u.CLI.Seconds())
 
 	if missing := harness.Prerequisites(); len(missing) > 0 {
 		return fmt.Errorf("bench: the guest figures need: %s", strings.Join(missing, "; "))

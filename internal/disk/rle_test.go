@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/rsonpath/armdev/internal/disk/sdlike"
 )
 
 // zpart is one piece of a zstd stream, as walkZstd finds it.
@@ -222,7 +224,7 @@ func randomBytes(n int, seed byte) []byte {
 func sdLikeBytes(t *testing.T, size int64, seed uint64) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "sd.img")
-	if err := WriteSDLike(p, size, seed); err != nil {
+	if err := sdlike.Write(p, size, seed); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(p)

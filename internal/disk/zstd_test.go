@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/rsonpath/armdev/internal/disk/sdlike"
 )
 
 // compressedSDImage writes a 64 MiB SD-like image and its .zst (made by the
@@ -16,7 +18,7 @@ func compressedSDImage(t *testing.T, dir string) (raw, zst string) {
 	t.Helper()
 	zstdCLI := needTool(t, "zstd")
 	raw = filepath.Join(dir, "sd.img")
-	if err := WriteSDLike(raw, 64<<20, 7); err != nil {
+	if err := sdlike.Write(raw, 64<<20, 7); err != nil {
 		t.Fatal(err)
 	}
 	zst = filepath.Join(dir, "sd.img.zst")
