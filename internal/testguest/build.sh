@@ -5,11 +5,13 @@
 #
 # usage: build.sh GUESTDIR WORKDIR OUT.img DEB...
 #   GUESTDIR  this package's guest/ files (initramfs/, rootfs/, standin/),
-#             with standin/sudo, the compiled arm64 sudo (see sudo/main.go)
+#             with the compiled arm64 programs standin/sudo (sudo/main.go)
+#             and standin/armdev-mmap-write (mmapwrite/main.go)
 #   WORKDIR   empty scratch directory
 #   OUT.img   raw image to write
 #   DEB...    the arm64 .deb files (kernel, busybox-static, dropbear, libs)
-# Needs: dpkg, cpio, gzip, mke2fs, debugfs, mkfs.vfat, sfdisk, dd, truncate.
+# Needs: dpkg, cpio, gzip, mke2fs, debugfs, mkfs.vfat, sfdisk, dd, truncate,
+# awk.
 # No root, loop devices or mounts.
 set -eu
 
@@ -21,10 +23,12 @@ guest=$1
 work=$2
 out=$3
 shift 3
-[ -f "$guest/standin/sudo" ] || {
-	echo "$guest/standin/sudo missing: build it from sudo/main.go first" >&2
-	exit 2
-}
+for p in sudo armdev-mmap-write; do
+	[ -f "$guest/standin/$p" ] || {
+		echo "$guest/standin/$p missing: build the Go programs first (see testguest.Build)" >&2
+		exit 2
+	}
+done
 
 MiB=1048576
 fw_start_mib=8
@@ -93,7 +97,7 @@ chmod 0755 "$ird/init"
 
 # --- root file system ---
 for d in bin sbin usr/bin usr/sbin lib usr/lib boot/extlinux boot/nixos dev proc sys run tmp \
-	mnt var/log var/empty root/.ssh home etc/nixos etc/dropbear rsonpath \
+	mnt var/log var/lib var/empty root/.ssh home etc/nixos etc/dropbear rsonpath \
 	nix/var/nix/profiles "$store/sw/bin"; do
 	mkdir -p "$root/$d"
 done
@@ -110,6 +114,9 @@ for a in init poweroff reboot halt; do
 	ln -s ../bin/busybox "$root/sbin/$a"
 done
 ln -s ../../bin/busybox "$root/usr/bin/env"
+# bash: NixOS's login shell; busybox stays for everything else.
+rm -f "$root/bin/bash"
+cp "$x/bin/bash" "$root/bin/bash"
 
 cp -a "$x/usr/sbin/dropbear" "$root/usr/sbin/"
 cp -a "$x/usr/bin/dbclient" "$x/usr/bin/dropbearkey" "$root/usr/bin/"
@@ -122,24 +129,48 @@ done
 
 cp -R "$guest/rootfs/." "$root/"
 chmod 0755 "$root/etc/init.d/"* "$root/etc/acpi/PWRF/00000080"
-chmod 0600 "$root/etc/shadow"
 : >"$root/var/log/armdev-standin.log"
 chmod 0666 "$root/var/log/armdev-standin.log"
 
 cp "$guest/standin/armdev-standin" "$root/$store/sw/bin/armdev-standin"
 chmod 0755 "$root/$store/sw/bin/armdev-standin"
 ln -s "$store" "$root/nix/var/nix/profiles/system"
-for c in nixos-rebuild nix-collect-garbage nix-env nix-store nix-shell; do
+# Login shells, as NixOS names them in /etc/passwd.
+ln -s /bin/bash "$root/$store/sw/bin/bash"
+ln -s /bin/busybox "$root/$store/sw/bin/nologin"
+cp "$guest/standin/armdev-mmap-write" "$root/usr/bin/armdev-mmap-write"
+chmod 0755 "$root/usr/bin/armdev-mmap-write"
+for c in nixos-rebuild nix-env; do
 	ln -s armdev-standin "$root/$store/sw/bin/$c"
 done
+# The guest's Nix (standin/nix-standin): its commands, its nixpkgs (one
+# template per package) and evaluation time, and a store, roots and a
+# record of what evaluations made, which every user may write, as the
+# nix-daemon would for them.
+cp "$guest/standin/nix-standin" "$root/$store/sw/bin/nix-standin"
+chmod 0755 "$root/$store/sw/bin/nix-standin"
+for c in nix nix-shell nix-store nix-collect-garbage; do
+	ln -s nix-standin "$root/$store/sw/bin/$c"
+done
+mkdir -p "$root/usr/share/armdev-standin/nixpkgs" "$root/nix/var/nix/gcroots/auto" "$root/nix/var/nix/armdev-standin"
+cp "$guest/nixpkgs-fixture/pkgs/"* "$root/usr/share/armdev-standin/nixpkgs/"
+cp "$guest/nixpkgs-fixture/eval-seconds" "$root/usr/share/armdev-standin/eval-seconds"
+chmod 0644 "$root/usr/share/armdev-standin/nixpkgs/"* "$root/usr/share/armdev-standin/eval-seconds"
+chmod 1777 "$root/nix/store" "$root/nix/var/nix/gcroots/auto" "$root/nix/var/nix/armdev-standin"
 # sudo: setuid root (mke2fs -d keeps the mode; the debugfs pass below makes
 # sure of mode and owner whoever builds).
 sudo_bin=$store/sw/bin/sudo
 cp "$guest/standin/sudo" "$root/$sudo_bin"
 chmod 04755 "$root/$sudo_bin"
-for c in nixos-rebuild nix-collect-garbage nix-env nix-store nix-shell sudo; do
+for c in nixos-rebuild nix-env sudo nix nix-shell nix-store nix-collect-garbage; do
 	ln -s "/run/current-system/sw/bin/$c" "$root/bin/$c"
 done
+
+# --- the stock image's accounts: what NixOS's installer configuration
+# leaves on the SD image (root and nixos with empty passwords, …), made by
+# the stand-in's own activation; the owners it would set are in stock.chown.
+ARMDEV_STANDIN_ROOT=$root ARMDEV_STANDIN_STUB_LOG=$work/stock.chown \
+	sh "$guest/standin/armdev-standin" stock
 
 # --- boot files read by u-boot's extlinux support ---
 kernel=$x/boot/vmlinuz-$kver
@@ -183,6 +214,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 printf 'sif "%s" uid 0\nsif "%s" gid 0\nsif "%s" mode 0104755\n' "$sudo_bin" "$sudo_bin" "$sudo_bin" |
 	debugfs -w -f - "$work/root.img" >/dev/null 2>&1
+awk '$1 == "chown" { split($2, o, ":"); printf "sif \"%s\" uid %s\nsif \"%s\" gid %s\n", $3, o[1], $3, o[2] }' \
+	"$work/stock.chown" | debugfs -w -f - "$work/root.img" >/dev/null 2>&1
 
 echo "making FAT FIRMWARE"
 truncate -s "$((fw_size_mib * MiB))" "$work/fw.img"

@@ -22,9 +22,13 @@ import (
 // Its dependency is the generic arm64 flavour: "-cloud-" lacks 9p.
 const kernelMeta = "linux-image-arm64:arm64"
 
-// basePackages are the guest's packages besides the kernel.
+// basePackages are the guest's packages besides the kernel. bash is the
+// users' login shell, as on NixOS (libtinfo6 is its one library besides
+// libc); busybox does the rest.
 var basePackages = []string{
 	"busybox-static:arm64",
+	"bash:arm64",
+	"libtinfo6:arm64",
 	"dropbear-bin:arm64",
 	"libc6:arm64",
 	"libcrypt1:arm64",

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,26 +72,30 @@ func TestRecipeKeyFollowsPackages(t *testing.T) {
 	}
 }
 
-// TestBuildSudo compiles the guest's sudo from the embedded sources the
-// way Build does and checks it is a static arm64 executable.
-func TestBuildSudo(t *testing.T) {
+// TestBuildGuestPrograms compiles the guest's Go programs from the embedded
+// sources the way Build does and checks they are static arm64 executables.
+func TestBuildGuestPrograms(t *testing.T) {
 	if testing.Short() {
-		t.Skip("compiles a Go program")
-	}
-	if _, err := recipe.ReadFile("sudo/main.go"); err != nil {
-		t.Fatalf("sudo/main.go is not part of the recipe (and so of the cache key): %v", err)
+		t.Skip("compiles Go programs")
 	}
 	dir := t.TempDir()
 	if err := extractRecipe(dir); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "sudo.bin")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := buildSudo(ctx, dir, filepath.Join(dir, "sudo"), out, io.Discard); err != nil {
-		t.Fatal(err)
+	for _, p := range guestPrograms {
+		t.Run(p.dir, func(t *testing.T) {
+			if _, err := recipe.ReadFile(p.dir + "/main.go"); err != nil {
+				t.Fatalf("%s/main.go is not part of the recipe (and so of the cache key): %v", p.dir, err)
+			}
+			out := filepath.Join(dir, p.dir+".bin")
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+			defer cancel()
+			if err := buildGuestProgram(ctx, dir, filepath.Join(dir, p.dir), out, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			checkStaticArm64(t, out)
+		})
 	}
-	checkStaticArm64(t, out)
 }
 
 // checkStaticArm64 fails t unless path is a statically linked arm64 ELF
@@ -272,7 +277,7 @@ func TestBuild(t *testing.T) {
 		}
 	}
 	// sudo: the Go program, setuid root.
-	const sudo = "/nix/store/00000000000000000000000000000000-nixos-system-armdev-standin/sw/bin/sudo"
+	const sudo = standinStore + "/sw/bin/sudo"
 	if s := debugfs("stat " + sudo); !strings.Contains(s, "Type: regular ") || !strings.Contains(s, "Mode:  04755 ") ||
 		!strings.Contains(s, "User:     0   Group:     0 ") {
 		t.Errorf("%s: want a regular file, mode 04755, owned by root:root; debugfs says:\n%s", sudo, firstLines(s, 3))
@@ -287,7 +292,65 @@ func TestBuild(t *testing.T) {
 	if s := debugfs("ls /root/.ssh"); strings.Contains(s, "authorized_keys") {
 		t.Errorf("the built image must not carry a root key; /root/.ssh holds: %s", s)
 	}
+
+	// Owners and modes the stock image's activation sets.
+	owner := regexp.MustCompile(`User:\s+(\d+)\s+Group:\s+(\d+)`)
+	for path, want := range map[string]struct{ typ, mode, owner string }{
+		"/etc/shadow":                 {"regular", "0640", "0:318"},
+		"/etc/passwd":                 {"regular", "0644", "0:0"},
+		"/etc/group":                  {"regular", "0644", "0:0"},
+		"/home/nixos":                 {"directory", "0700", "1000:100"},
+		"/bin/bash":                   {"regular", "0755", "0:0"},
+		MmapWriteProgram:              {"regular", "0755", "0:0"},
+		"/var/lib/nixos/uid-map":      {"regular", "0644", "0:0"},
+		standinStore + "/sw/bin/bash": {"symlink", "0777", "0:0"},
+	} {
+		s := debugfs("stat " + path)
+		m := owner.FindStringSubmatch(s)
+		if !strings.Contains(s, "Type: "+want.typ+" ") || !strings.Contains(s, "Mode:  "+want.mode+" ") || m == nil || m[1]+":"+m[2] != want.owner {
+			t.Errorf("%s: want a %s, mode %s, owned by %s; debugfs says:\n%s", path, want.typ, want.mode, want.owner, firstLines(s, 3))
+		}
+	}
+	// The stock image's accounts, as installation-device.nix leaves them.
+	for path, want := range map[string][]string{
+		"/etc/shadow": {"root::1::::::\n", "nixos::1::::::\n", "nobody:!:1::::::\n"},
+		"/etc/passwd": {"root:x:0:0:System administrator:/root:/run/current-system/sw/bin/bash\n",
+			"nixos:x:1000:100::/home/nixos:/run/current-system/sw/bin/bash\n",
+			"nixbld32:x:30032:30000:Nix build user 32:/var/empty:/run/current-system/sw/bin/nologin\n"},
+		"/etc/group":                            {"wheel:x:1:nixos\n", "lp:x:20:\n", "users:x:100:\n", "nixbld:x:30000:nixbld1,", "nogroup:x:65534:\n"},
+		"/etc/shells":                           {"/run/current-system/sw/bin/bash\n"},
+		"/var/lib/armdev-standin/active-system": {"installer\n"},
+		"/var/lib/nixos/declarative-users":      {"nixos"},
+	} {
+		got := debugfs("cat " + path)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s lacks %q:\n%s", path, w, got)
+			}
+		}
+	}
+	// The first boot writes the installer's configuration.nix (rcS).
+	if s := debugfs("ls /etc/nixos"); strings.Contains(s, "configuration.nix") {
+		t.Errorf("the built image already has /etc/nixos/configuration.nix: %s", s)
+	}
+	if s := debugfs("ls -l /lib/aarch64-linux-gnu"); !strings.Contains(s, "libtinfo.so.6") {
+		t.Errorf("bash's libtinfo.so.6 is missing from /lib/aarch64-linux-gnu")
+	}
+	for path, static := range map[string]bool{"/bin/bash": false, MmapWriteProgram: true} {
+		bin := filepath.Join(t.TempDir(), "bin")
+		debugfs("dump " + path + " " + bin)
+		if static {
+			checkStaticArm64(t, bin)
+		} else if f, err := elf.Open(bin); err != nil || f.Machine != elf.EM_AARCH64 {
+			t.Errorf("%s is not an AArch64 program: %v", path, err)
+		} else {
+			f.Close()
+		}
+	}
 }
+
+// standinStore is the stand-in's system profile in the image (build.sh).
+const standinStore = "/nix/store/00000000000000000000000000000000-nixos-system-armdev-standin"
 
 func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
