@@ -3,15 +3,22 @@
 // NixOS SD image (MBR; FAT "FIRMWARE" at 8 MiB; ext4 "NIXOS_SD" at 38 MiB
 // holding /boot/extlinux/extlinux.conf), which boots through the real u-boot.
 //
-// The guest is Debian's arm64 kernel, busybox and dropbear. Its
-// nixos-rebuild, nix-collect-garbage, nix-env, nix-store and nix-shell are
-// shell stand-ins that log every call to /var/log/armdev-standin.log (see
-// guest/standin/armdev-standin); its sudo is a small setuid-root Go program
-// (see sudo/main.go) that logs the same way and lets root and group wheel
-// run commands as root, so `sudo poweroff` and `sudo nixos-rebuild switch`
-// work as on NixOS. Packages come from apt (arm64 must be a dpkg
-// architecture) and Build compiles sudo with the go command; everything is
-// cached, so only the first Build is slow.
+// The guest is Debian's arm64 kernel, busybox, bash and dropbear. Its first
+// boot looks like NixOS's stock SD image: the accounts installation-device.nix
+// leaves (root and nixos with empty passwords, the groups NixOS always
+// declares, the nixbld users), root login over SSH with a key, and
+// /etc/nixos/configuration.nix written by clone-config.nix. Its
+// nixos-rebuild (guest/standin/armdev-standin) refuses what NixOS's
+// assertions on users and groups refuse, with NixOS's messages, and
+// activates accounts, sshd settings and 9p mounts the way NixOS does; it and
+// nix-env log every call to /var/log/armdev-standin.log. Its sudo is a small
+// setuid-root Go program (see sudo/main.go) that logs the same way and lets
+// root and group wheel run commands as root, so `sudo poweroff` and `sudo
+// nixos-rebuild switch` work as on NixOS. MmapWriteProgram (see
+// mmapwrite/main.go) proves that a 9p mount allows shared writable mmap.
+// Packages come from apt (arm64 must be a dpkg architecture) and Build
+// compiles the Go programs with the go command; everything is cached, so
+// only the first Build is slow.
 package testguest
 
 import (
@@ -44,14 +51,38 @@ const UBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 // (partition 2, sector 77824), the same as in the NixOS SD image.
 const RootPartitionOffset = 39845888
 
+// MmapWriteProgram is the guest's `armdev-mmap-write FILE TEXT`: it writes
+// TEXT to FILE through a shared writable mapping and exits 1 naming the
+// failing call and errno, e.g. mmap on a 9p mount with cache=none.
+const MmapWriteProgram = "/usr/bin/armdev-mmap-write"
+
+// FailMarker, anywhere in the guest's /etc/nixos/configuration.nix (a
+// comment will do), makes its nixos-rebuild fail at evaluation, before it
+// changes anything.
+const FailMarker = "armdev-standin-fail"
+
+// FailAfterActivationMarker, anywhere in configuration.nix, makes its
+// nixos-rebuild switch activate everything (root login over SSH is off
+// afterwards) and then fail as switch-to-configuration does when a unit
+// fails: "warning: the following units failed: …", exit status 4.
+const FailAfterActivationMarker = "armdev-standin-fail-after-activation"
+
 // recipeVersion is mixed into the cache key; bump it to force rebuilds.
-const recipeVersion = "testguest-recipe-2"
+const recipeVersion = "testguest-recipe-3"
 
 // recipe is what the image is made from; its files are part of the cache
-// key. sudo/main.go is built for the guest by buildSudo.
+// key. The Go programs in guestPrograms are built for the guest by
+// buildGuestProgram.
 //
-//go:embed build.sh guest sudo/main.go
+//go:embed build.sh guest sudo/main.go mmapwrite/main.go
 var recipe embed.FS
+
+// guestPrograms are the recipe's Go programs: the folder holding each
+// main.go, and where build.sh expects the linux/arm64 binary in guest/.
+var guestPrograms = []struct{ dir, out string }{
+	{"sudo", "standin/sudo"},
+	{"mmapwrite", "standin/armdev-mmap-write"},
+}
 
 // Options configures Build.
 type Options struct {
@@ -258,9 +289,12 @@ func buildImage(ctx context.Context, cache, imgDir string, debPaths []string, lo
 	if err := extractRecipe(work); err != nil {
 		return Result{}, err
 	}
-	// build.sh installs guest/standin/sudo setuid root.
-	if err := buildSudo(ctx, cache, filepath.Join(work, "sudo"), filepath.Join(work, "guest", "standin", "sudo"), logw); err != nil {
-		return Result{}, err
+	// build.sh installs guest/standin/sudo setuid root and
+	// guest/standin/armdev-mmap-write as MmapWriteProgram.
+	for _, p := range guestPrograms {
+		if err := buildGuestProgram(ctx, cache, filepath.Join(work, p.dir), filepath.Join(work, "guest", filepath.FromSlash(p.out)), logw); err != nil {
+			return Result{}, err
+		}
 	}
 	raw := filepath.Join(work, "testguest.img")
 	args := append([]string{filepath.Join(work, "build.sh"), filepath.Join(work, "guest"), filepath.Join(work, "scratch"), raw}, debPaths...)
@@ -322,16 +356,18 @@ func extractRecipe(dir string) error {
 	return nil
 }
 
-// buildSudo compiles the guest's sudo from the extracted sources in srcDir
-// (as a throw-away module of its own, so Build needs no source tree) into a
-// static linux/arm64 binary at out.
-func buildSudo(ctx context.Context, cache, srcDir, out string, logw io.Writer) error {
+// buildGuestProgram compiles the guest program whose sources were extracted
+// to srcDir (as a throw-away module of its own, so Build needs no source
+// tree) into a static linux/arm64 binary at out.
+func buildGuestProgram(ctx context.Context, cache, srcDir, out string, logw io.Writer) error {
+	name := filepath.Base(srcDir)
 	goBin, err := goCommand()
 	if err != nil {
-		return err
+		return fmt.Errorf("build the guest's %s: %w", name, err)
 	}
-	if err := os.WriteFile(filepath.Join(srcDir, "go.mod"), []byte("module armdev-standin/sudo\n\ngo 1.22\n"), 0o644); err != nil {
-		return fmt.Errorf("build the guest's sudo: %w", err)
+	mod := fmt.Sprintf("module armdev-standin/%s\n\ngo 1.22\n", name)
+	if err := os.WriteFile(filepath.Join(srcDir, "go.mod"), []byte(mod), 0o644); err != nil {
+		return fmt.Errorf("build the guest's %s: %w", name, err)
 	}
 	env := append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0",
 		"GOWORK=off", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
@@ -340,12 +376,12 @@ func buildSudo(ctx context.Context, cache, srcDir, out string, logw io.Writer) e
 			env = append(env, "GOCACHE="+filepath.Join(cache, "gocache"))
 		}
 	}
-	fmt.Fprintf(logw, "testguest: building sudo with %s\n", goBin)
+	fmt.Fprintf(logw, "testguest: building %s with %s\n", name, goBin)
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildvcs=false", "-ldflags=-s", "-o", out, ".")
 	cmd.Dir = srcDir
 	cmd.Env = env
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the guest's sudo: %w: %s", err, strings.TrimSpace(string(b)))
+		return fmt.Errorf("build the guest's %s: %w: %s", name, err, strings.TrimSpace(string(b)))
 	}
 	return nil
 }
@@ -361,7 +397,7 @@ func goCommand() (string, error) {
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
-	return "", errors.New("build the guest's sudo: the go command was not found: install Go or put it in PATH")
+	return "", errors.New("the go command was not found: install Go or put it in PATH")
 }
 
 // run runs a command in its own process group (killed whole on cancel),
