@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +18,7 @@ import (
 const (
 	DefaultTimeout   = 20 * time.Second
 	DefaultKeepAlive = 30 * time.Second
+	DefaultAuthGrace = 10 * time.Second
 )
 
 // Options say how to reach the guest.
@@ -38,6 +39,10 @@ type Options struct {
 	// KeepAlive is the interval of keepalive@openssh.com requests; 0 means
 	// DefaultKeepAlive, negative disables them.
 	KeepAlive time.Duration
+	// AuthGrace is how long WaitReady lets the guest's sshd refuse the key
+	// before it gives up with an *AuthRefusedError; 0 means DefaultAuthGrace.
+	// The first refusals can be a race with the guest still writing its keys.
+	AuthGrace time.Duration
 }
 
 func (o Options) timeout() time.Duration {
@@ -47,6 +52,36 @@ func (o Options) timeout() time.Duration {
 	return DefaultTimeout
 }
 
+func (o Options) authGrace() time.Duration {
+	if o.AuthGrace > 0 {
+		return o.AuthGrace
+	}
+	return DefaultAuthGrace
+}
+
+// validate catches the programming errors that no retry can fix.
+func (o Options) validate() error {
+	if o.HostKey == nil {
+		return errors.New("ssh: no host key callback: use KnownHosts.Callback")
+	}
+	if o.Key.Signer == nil {
+		return errors.New("ssh: no key: use EnsureKey")
+	}
+	return nil
+}
+
+// Runner runs commands in the guest. *Client implements it; workspace tests fake it.
+type Runner interface {
+	// Run runs cmd without a PTY and returns its exit status (see Client.Run).
+	Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error)
+	// Shell runs cmd, or a login shell, on a PTY (see Client.Shell).
+	Shell(ctx context.Context, cmd string, in, out *os.File, term string) (int, error)
+	// Close ends the connection.
+	Close() error
+}
+
+var _ Runner = (*Client)(nil)
+
 // Client is a connection to the guest. Close it when done.
 type Client struct {
 	ssh  *ssh.Client
@@ -54,9 +89,6 @@ type Client struct {
 	once sync.Once
 	wg   sync.WaitGroup
 }
-
-// SSH returns the underlying x/crypto/ssh client (for port forwards, etc.).
-func (c *Client) SSH() *ssh.Client { return c.ssh }
 
 // Close stops the keepalives and closes the connection.
 func (c *Client) Close() error {
@@ -72,10 +104,12 @@ func (c *Client) Close() error {
 // Stage names the step of a connection attempt that failed.
 type Stage string
 
-// Stages of a connection attempt.
+// Stages of a connection attempt, in the order SSH meets them: the host
+// key is checked during key exchange, before the client offers its key.
 const (
 	StageConnect   Stage = "tcp connect"
 	StageHandshake Stage = "ssh handshake"
+	StageHostKey   Stage = "host key"
 	StageAuth      Stage = "authentication"
 )
 
@@ -91,19 +125,28 @@ type DialError struct {
 
 // Error describes the failed stage and its cause.
 func (e *DialError) Error() string {
-	return fmt.Sprintf("ssh to %s: %s: %v", e.Addr, e.Stage, e.Err)
+	return fmt.Sprintf("ssh to %s: %s", e.Addr, e.cause())
+}
+
+// cause is the stage and its cause without the address, which the net
+// package repeats ("dial tcp 127.0.0.1:5022: connect: connection refused").
+func (e *DialError) cause() string {
+	err := e.Err
+	if op, ok := err.(*net.OpError); ok {
+		err = op.Err
+	}
+	return fmt.Sprintf("%s: %v", e.Stage, err)
 }
 
 // Unwrap returns the cause.
 func (e *DialError) Unwrap() error { return e.Err }
 
 // Dial connects and authenticates to the guest, and starts keepalives.
+// A host key mismatch is a *HostKeyMismatchError; other failures are a
+// *DialError.
 func Dial(ctx context.Context, o Options) (*Client, error) {
-	if o.HostKey == nil {
-		return nil, errors.New("ssh: no host key callback: use KnownHosts.Callback")
-	}
-	if o.Key.Signer == nil {
-		return nil, errors.New("ssh: no key: use EnsureKey")
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout())
 	defer cancel()
@@ -112,6 +155,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{Addr: o.Addr, Stage: StageConnect, Err: err}
 	}
+	return login(ctx, conn, o)
+}
+
+// login runs SSH on conn, within o.Timeout or until ctx ends: key
+// exchange with the host key check, then authentication. It closes conn
+// unless it returns a Client.
+func login(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout())
+	defer cancel()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -121,9 +173,14 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		algos = defaultHostKeyAlgorithms()
 	}
 	cfg := &ssh.ClientConfig{
-		User:              o.User,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(o.Key.Signer)},
-		HostKeyCallback:   o.HostKey,
+		User: o.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(o.Key.Signer)},
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			if err := o.HostKey(host, remote, key); err != nil {
+				return &hostKeyError{err}
+			}
+			return nil
+		},
 		HostKeyAlgorithms: algos,
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(conn, o.Addr, cfg)
@@ -149,17 +206,27 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	return c, nil
 }
 
+// hostKeyError marks what the host key callback refused, so that classify
+// tells it from the handshake failures that a retry may fix.
+type hostKeyError struct{ err error }
+
+func (e *hostKeyError) Error() string { return e.err.Error() }
+func (e *hostKeyError) Unwrap() error { return e.err }
+
 func classify(addr string, err error) error {
-	if errors.Is(err, ErrHostKeyMismatch) {
-		var m *HostKeyMismatchError
-		errors.As(err, &m)
+	var m *HostKeyMismatchError
+	if errors.As(err, &m) {
 		return m // already one clear line
 	}
-	stage := StageHandshake
-	if strings.Contains(err.Error(), "unable to authenticate") {
-		stage = StageAuth
+	var hk *hostKeyError
+	switch {
+	case errors.As(err, &hk):
+		return &DialError{Addr: addr, Stage: StageHostKey, Err: hk.err}
+	case strings.Contains(err.Error(), "unable to authenticate"): // x/crypto/ssh has no error type for it
+		return &DialError{Addr: addr, Stage: StageAuth, Err: err}
+	default:
+		return &DialError{Addr: addr, Stage: StageHandshake, Err: err}
 	}
-	return &DialError{Addr: addr, Stage: stage, Err: err}
 }
 
 // keepAlive sends keepalive@openssh.com every interval and closes the
@@ -194,136 +261,6 @@ func (c *Client) keepAlive(interval time.Duration) {
 			return
 		}
 	}
-}
-
-// Overlapping attempts in WaitReady: behind QEMU's user-mode forward a
-// connection made before the guest's network is up is accepted and then
-// hangs (slirp retries its SYN to the guest with back-off), so WaitReady
-// starts another attempt when the youngest has been pending for
-// stallAfter, keeping at most maxAttempts and abandoning the oldest.
-const (
-	stallAfter  = time.Second
-	maxAttempts = 6
-)
-
-// WaitReady dials the guest every poll interval (TCP connect, SSH handshake
-// and authentication) until an attempt succeeds or ctx ends; onTick, if not
-// nil, is called after each failed attempt. An attempt that hangs does not
-// hold up the polling: a new one is started beside it. On timeout the error
-// names the stage and cause of the last failure. A host key mismatch ends
-// the wait at once.
-func WaitReady(ctx context.Context, o Options, poll time.Duration, onTick func()) (*Client, error) {
-	if poll <= 0 {
-		poll = 150 * time.Millisecond
-	}
-	type attempt struct {
-		id     int
-		start  time.Time
-		cancel context.CancelFunc
-	}
-	type result struct {
-		id  int
-		c   *Client
-		err error
-	}
-	start := time.Now()
-	results := make(chan result)
-	var pending []attempt
-	nextID := 0
-	launch := func() {
-		actx, cancel := context.WithCancel(ctx)
-		a := attempt{id: nextID, start: time.Now(), cancel: cancel}
-		nextID++
-		pending = append(pending, a)
-		go func() {
-			c, err := Dial(actx, o)
-			results <- result{a.id, c, err}
-		}()
-	}
-	abandoned := map[int]bool{}
-	// finish cancels and collects every pending attempt, closing late successes.
-	finish := func() {
-		for _, a := range pending {
-			a.cancel()
-		}
-		for len(pending) > 0 {
-			r := <-results
-			pending = slices.DeleteFunc(pending, func(a attempt) bool { return a.id == r.id })
-			if r.c != nil {
-				r.c.Close()
-			}
-		}
-	}
-	var last error
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	launch()
-	for {
-		select {
-		case r := <-results:
-			var cancel context.CancelFunc
-			pending = slices.DeleteFunc(pending, func(a attempt) bool {
-				if a.id == r.id {
-					cancel = a.cancel
-				}
-				return a.id == r.id
-			})
-			if r.err == nil {
-				finish()
-				// the winner's ctx must outlive WaitReady: Dial only uses it
-				// until the handshake is done, so cancelling it now is safe.
-				cancel()
-				return r.c, nil
-			}
-			cancel()
-			if errors.Is(r.err, ErrHostKeyMismatch) {
-				finish()
-				return nil, r.err
-			}
-			if !abandoned[r.id] && (last == nil || !expired(ctx)) {
-				last = r.err // an attempt cut short by ctx says less than the previous one
-			}
-			delete(abandoned, r.id)
-			if onTick != nil {
-				onTick()
-			}
-		case <-t.C:
-			if len(pending) > 0 && time.Since(pending[len(pending)-1].start) < stallAfter {
-				break
-			}
-			if len(pending) >= maxAttempts {
-				abandoned[pending[0].id] = true
-				pending[0].cancel()
-			}
-			launch()
-		case <-ctx.Done():
-			// Let the pending attempts report why they did not finish.
-			for len(pending) > 0 {
-				r := <-results
-				pending = slices.DeleteFunc(pending, func(a attempt) bool { return a.id == r.id })
-				if r.c != nil {
-					r.c.Close()
-				}
-				if last == nil {
-					last = r.err
-				}
-			}
-			if last == nil {
-				last = ctx.Err()
-			}
-			return nil, fmt.Errorf("guest at %s not ready over SSH after %s; last error: %v", o.Addr, time.Since(start).Round(time.Second/10), last)
-		}
-	}
-}
-
-// expired reports whether ctx is done or its deadline has passed (the
-// network stack may see the deadline before ctx's own timer fires).
-func expired(ctx context.Context) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	dl, ok := ctx.Deadline()
-	return ok && !time.Now().Before(dl)
 }
 
 // Run runs cmd (a shell command line, see Quote) without a PTY, with stdin

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rsonpath/armdev/internal/guestssh/sshtest"
 )
 
 func testKey(t *testing.T) Key {
@@ -23,6 +26,11 @@ func testKey(t *testing.T) Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// authorized lets key log in as armdev.
+func authorized(key Key) map[string][]ssh.PublicKey {
+	return map[string][]ssh.PublicKey{"armdev": {key.Signer.PublicKey()}}
 }
 
 // eventually polls cond until it holds or a deadline passes.
@@ -48,26 +56,46 @@ func recv[T any](t *testing.T, what string, ch <-chan T) T {
 	}
 }
 
+// fixture is a test SSH server that lets the test key in as armdev, and
+// shows the test each session that starts and its window changes.
 type fixture struct {
-	srv  *testServer
-	key  Key
-	kh   KnownHosts
-	opts Options
+	srv      *sshtest.Server
+	key      Key
+	kh       KnownHosts
+	opts     Options
+	sessions chan *sshtest.Session
+	resizes  chan sshtest.Window
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture serves sessions with h (nil: the host's shell).
+func newFixture(t *testing.T, h sshtest.Handler) *fixture {
 	t.Helper()
-	key := testKey(t)
-	srv := startServer(t, "127.0.0.1:0", key.Signer.PublicKey())
-	kh := KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
-	return &fixture{srv: srv, key: key, kh: kh, opts: Options{
-		Addr: srv.Addr, User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 5 * time.Second,
-	}}
+	if h == nil {
+		h = sshtest.ExecHandler(t.TempDir())
+	}
+	f := &fixture{key: testKey(t), sessions: make(chan *sshtest.Session, 100), resizes: make(chan sshtest.Window, 100)}
+	f.srv = sshtest.NewServer(t, sshtest.Options{Authorized: authorized(f.key), Handler: func(s *sshtest.Session) int {
+		f.sessions <- s
+		go func() {
+			for {
+				select {
+				case w := <-s.Resized:
+					f.resizes <- w
+				case <-s.Context().Done():
+					return
+				}
+			}
+		}()
+		return h(s)
+	}})
+	f.kh = KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
+	f.opts = Options{Addr: f.srv.Addr(), User: "armdev", Key: f.key, HostKey: f.kh.Callback(false), Timeout: 5 * time.Second}
+	return f
 }
 
 func (f *fixture) dial(t *testing.T) *Client {
 	t.Helper()
-	c, err := Dial(context.Background(), f.opts)
+	c, err := Dial(t.Context(), f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +174,7 @@ func TestEnsureKey(t *testing.T) {
 func TestKnownHostsCallback(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kh", "known_hosts")
 	kh := KnownHosts{Path: path}
-	k1, k2, k3 := newHostKey(t).PublicKey(), newHostKey(t).PublicKey(), newHostKey(t).PublicKey()
+	k1, k2, k3 := sshtest.NewSigner(t).PublicKey(), sshtest.NewSigner(t).PublicKey(), sshtest.NewSigner(t).PublicKey()
 	a := "127.0.0.1:2222"
 	b := "127.0.0.1:3333"
 	remote := func(s string) net.Addr { r, _ := net.ResolveTCPAddr("tcp", s); return r }
@@ -219,44 +247,65 @@ func TestKnownHostsCallback(t *testing.T) {
 }
 
 func TestDialPinsAndRefusesChangedHostKey(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	c := f.dial(t)
 	c.Close()
-	keys, err := f.kh.Pinned(f.srv.Addr)
+	keys, err := f.kh.Pinned(f.srv.Addr())
 	if err != nil || len(keys) != 1 || !bytes.Equal(keys[0].Marshal(), f.srv.HostKey().Marshal()) {
 		t.Fatalf("pinned %v, %v; want the server's key", keys, err)
 	}
 	f.dial(t).Close() // same key again
 
-	f.srv.SetHostKey(newHostKey(t))
-	_, err = Dial(context.Background(), f.opts)
+	f.srv.SetHostKey(sshtest.NewSigner(t))
+	_, err = Dial(t.Context(), f.opts)
 	if !errors.Is(err, ErrHostKeyMismatch) {
 		t.Fatalf("Dial after host key change: %v", err)
-	}
-	// WaitReady gives up at once: waiting cannot fix a mismatch.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	if _, err := WaitReady(ctx, f.opts, 100*time.Millisecond, nil); !errors.Is(err, ErrHostKeyMismatch) {
-		t.Fatalf("WaitReady: %v", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("WaitReady took %s on a mismatch", d)
 	}
 
 	o := f.opts
 	o.HostKey = f.kh.Callback(true)
-	c, err = Dial(context.Background(), o)
+	c, err = Dial(t.Context(), o)
 	if err != nil {
 		t.Fatalf("Dial with allowRepin: %v", err)
 	}
 	c.Close()
-	keys, _ = f.kh.Pinned(f.srv.Addr)
+	keys, _ = f.kh.Pinned(f.srv.Addr())
 	if len(keys) != 1 || !bytes.Equal(keys[0].Marshal(), f.srv.HostKey().Marshal()) {
 		t.Error("allowRepin did not pin the new key")
 	}
 }
 
+// TestDialStages: each failure names the stage that failed.
+func TestDialStages(t *testing.T) {
+	f := newFixture(t, nil)
+	broken := errors.New("known hosts unreadable")
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Options)
+		stage Stage
+	}{
+		{"nothing listening", func(o *Options) { o.Addr = freeAddr(t) }, StageConnect},
+		{"host key callback fails", func(o *Options) {
+			o.HostKey = func(string, net.Addr, ssh.PublicKey) error { return broken }
+		}, StageHostKey},
+		{"user not authorized", func(o *Options) { o.User = "root" }, StageAuth},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := f.opts
+			tc.edit(&o)
+			_, err := Dial(t.Context(), o)
+			var d *DialError
+			if !errors.As(err, &d) || d.Stage != tc.stage {
+				t.Fatalf("Dial: %v; want a %s DialError", err, tc.stage)
+			}
+			if tc.stage == StageHostKey && !errors.Is(err, broken) {
+				t.Errorf("host key error %v does not wrap the callback's", err)
+			}
+		})
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address nothing listens on (for now).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -268,104 +317,10 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-func TestWaitReadyDelayedStart(t *testing.T) {
-	key := testKey(t)
-	addr := freeAddr(t)
-	kh := KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
-	opts := Options{Addr: addr, User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 5 * time.Second}
-
-	var ticks atomic.Int32
-	third := make(chan struct{})
-	onTick := func() {
-		if ticks.Add(1) == 3 {
-			close(third)
-		}
-	}
-	started := make(chan time.Time, 1)
-	go func() {
-		<-third
-		startServer(t, addr, key.Signer.PublicKey())
-		started <- time.Now()
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := WaitReady(ctx, opts, 100*time.Millisecond, onTick)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ready := time.Now()
-	if n := ticks.Load(); n < 3 {
-		t.Errorf("ready after %d failed polls, want >= 3", n)
-	}
-	lag := ready.Sub(recv(t, "server start", started))
-	t.Logf("failed polls: %d; ready %s after the server started listening", ticks.Load(), lag)
-	if lag > 2*time.Second {
-		t.Errorf("noticed readiness %s late", lag)
-	}
-	if st, err := c.Run(ctx, "true", nil, nil, nil); err != nil || st != 0 {
-		t.Errorf("Run after WaitReady: %d, %v", st, err)
-	}
-}
-
-func TestWaitReadyTimeoutReportsLastError(t *testing.T) {
-	key := testKey(t)
-	kh := KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
-	opts := Options{User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 2 * time.Second}
-
-	// Like QEMU's hostfwd before the guest's sshd is up: TCP accepted, then closed.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	// A server that does not know our key.
-	stranger := startServer(t, "127.0.0.1:0", newHostKey(t).PublicKey())
-
-	for _, tc := range []struct {
-		name, addr string
-		want       []string
-	}{
-		{"nothing listening", freeAddr(t), []string{"tcp connect", "refused"}},
-		{"accept and close", ln.Addr().String(), []string{"ssh handshake"}},
-		{"key not authorized", stranger.Addr, []string{"authentication", "unable to authenticate"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := opts
-			o.Addr = tc.addr
-			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-			defer cancel()
-			var ticks int
-			c, err := WaitReady(ctx, o, 100*time.Millisecond, func() { ticks++ })
-			if err == nil {
-				c.Close()
-				t.Fatal("WaitReady succeeded")
-			}
-			if ticks < 2 {
-				t.Errorf("only %d attempts in 700ms", ticks)
-			}
-			for _, w := range append(tc.want, tc.addr, "not ready") {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-		})
-	}
-}
-
 func TestRun(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	c := f.dial(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	for _, want := range []int{0, 3} {
 		st, err := c.Run(ctx, Quote([]string{"exit", string(rune('0' + want))}), nil, nil, nil)
@@ -409,16 +364,29 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunCancel(t *testing.T) {
-	f := newFixture(t)
+	signals := make(chan string, 1)
+	shell := sshtest.ExecHandler(t.TempDir())
+	f := newFixture(t, func(s *sshtest.Session) int {
+		if s.Command != "wait for a signal" {
+			return shell(s)
+		}
+		select {
+		case sig := <-s.Signals:
+			signals <- sig
+			return 128 + 15
+		case <-s.Context().Done():
+			return -1
+		}
+	})
 	c := f.dial(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		_, err := c.Run(ctx, "sleep 30", nil, nil, nil)
+		_, err := c.Run(ctx, "wait for a signal", nil, nil, nil)
 		res <- err
 	}()
-	recv(t, "exec", f.srv.execs)
+	recv(t, "the session to start", f.sessions)
 	start := time.Now()
 	cancel()
 	err := recv(t, "Run to return", res)
@@ -428,11 +396,11 @@ func TestRunCancel(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Run returned %s after cancel", d)
 	}
-	if sig := recv(t, "signal", f.srv.signals); sig != "TERM" {
+	if sig := recv(t, "signal", signals); sig != "TERM" {
 		t.Errorf("signal %q, want TERM", sig)
 	}
 	// The connection is still usable.
-	if st, err := c.Run(context.Background(), "exit 5", nil, nil, nil); err != nil || st != 5 {
+	if st, err := c.Run(t.Context(), "exit 5", nil, nil, nil); err != nil || st != 5 {
 		t.Errorf("Run after a cancelled one: %d, %v", st, err)
 	}
 }
@@ -468,113 +436,51 @@ func TestQuote(t *testing.T) {
 }
 
 func TestPTYRequestAndWindowChange(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	c := f.dial(t)
 	var size atomic.Value
 	size.Store([2]int{120, 40})
 	getSize := func() (int, int, error) { s := size.Load().([2]int); return s[0], s[1], nil }
 	resize := make(chan os.Signal, 1)
-	stdinR, stdinW := newPipe()
+	stdinR, stdinW := io.Pipe()
 	var out, errOut bytes.Buffer // separate: the session copies them concurrently
-	res := make(chan int, 1)
-	errc := make(chan error, 1)
-	go func() {
-		st, err := c.pty(context.Background(), "cat >/dev/null; exit 4", stdinR, &out, &errOut, "xterm-test", getSize, resize)
-		res <- st
-		errc <- err
-	}()
-	p := recv(t, "pty-req", f.srv.ptys)
-	if p != (ptyReq{Term: "xterm-test", Cols: 120, Rows: 40}) {
-		t.Errorf("pty-req = %+v", p)
+	type result struct {
+		st  int
+		err error
 	}
-	recv(t, "exec", f.srv.execs)
+	res := make(chan result, 1)
+	go func() {
+		st, err := c.pty(t.Context(), "cat >/dev/null; exit 4", stdinR, &out, &errOut, "xterm-test", getSize, resize)
+		res <- result{st, err}
+	}()
+	s := recv(t, "the session to start", f.sessions)
+	if !s.PTY || s.Term != "xterm-test" || s.Window != (sshtest.Window{Cols: 120, Rows: 40}) {
+		t.Errorf("session PTY %v, TERM %q, window %+v; want xterm-test 120x40", s.PTY, s.Term, s.Window)
+	}
 	size.Store([2]int{100, 30})
 	resize <- nil
-	if w := recv(t, "window-change", f.srv.winches); w != [2]uint32{100, 30} {
-		t.Errorf("window-change = %v, want [100 30]", w)
+	if w := recv(t, "window-change", f.resizes); w != (sshtest.Window{Cols: 100, Rows: 30}) {
+		t.Errorf("window-change = %+v, want 100x30", w)
 	}
 	stdinW.Close()
-	if st := recv(t, "exit", res); st != 4 {
-		t.Errorf("exit status %d, want 4", st)
-	}
-	if err := <-errc; err != nil {
-		t.Error(err)
+	if r := recv(t, "exit", res); r.st != 4 || r.err != nil {
+		t.Errorf("exit %d, %v; want 4", r.st, r.err)
 	}
 }
 
 func TestKeepAlive(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	o := f.opts
 	o.KeepAlive = 20 * time.Millisecond
-	c, err := Dial(context.Background(), o)
+	c, err := Dial(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "3 keepalives", func() bool { return f.srv.keepalives.Load() >= 3 })
+	eventually(t, "3 keepalives", func() bool { return f.srv.KeepAlives() >= 3 })
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-// TestWaitReadyHangingAttempts emulates QEMU's user-mode forward before the
-// guest's network is up: connections are accepted and then hang. Once the
-// guest answers, WaitReady must notice quickly although older attempts are
-// still hanging (and would only end at their 30 s timeout).
-func TestWaitReadyHangingAttempts(t *testing.T) {
-	key := testKey(t)
-	srv := startServer(t, "127.0.0.1:0", key.Signer.PublicKey())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var up atomic.Bool
-	hung := make(chan net.Conn, 100)
-	t.Cleanup(func() {
-		close(hung)
-		for c := range hung {
-			c.Close()
-		}
-	})
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			if up.Load() {
-				srv.serveConn(c)
-			} else {
-				hung <- c // held open, silent
-			}
-		}
-	}()
-	kh := KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
-	opts := Options{Addr: ln.Addr().String(), User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 30 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
-	defer cancel()
-	res := make(chan error, 1)
-	var c *Client
-	go func() {
-		var err error
-		c, err = WaitReady(ctx, opts, 100*time.Millisecond, nil)
-		res <- err
-	}()
-	eventually(t, "two hanging attempts", func() bool { return accepted.Load() >= 2 })
-	up.Store(true)
-	upAt := time.Now()
-	if err := recv(t, "WaitReady", res); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	lag := time.Since(upAt)
-	t.Logf("%d connections; ready %s after the guest came up", accepted.Load(), lag)
-	if lag > 3*time.Second {
-		t.Errorf("noticed readiness %s late", lag)
 	}
 }

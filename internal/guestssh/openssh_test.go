@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rsonpath/armdev/internal/guestssh/sshtest"
 )
 
 // sshEnv is the environment for the system ssh client: no agent.
@@ -80,25 +81,23 @@ func TestOpenSSHClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startServer(t, "127.0.0.1:0", key.Signer.PublicKey())
+	srv := sshtest.NewServer(t, sshtest.Options{Authorized: authorized(key)})
 	kh := KnownHosts{Path: filepath.Join(dir, "ssh", "known_hosts")}
-	c, err := Dial(context.Background(), Options{Addr: srv.Addr, User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 5 * time.Second})
+	c, err := Dial(t.Context(), Options{Addr: srv.Addr(), User: "armdev", Key: key, HostKey: kh.Callback(false), Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
 
-	_, portStr, _ := strings.Cut(srv.Addr, ":")
-	port, _ := strconv.Atoi(portStr)
 	cfg := filepath.Join(dir, "ssh.config")
 	if err := WriteConfig(cfg, ConfigBlock{
-		Host: "armdev", HostName: "127.0.0.1", Port: port, User: "armdev",
+		Host: "armdev", HostName: "127.0.0.1", Port: srv.Port(), User: "armdev",
 		IdentityFile: key.PrivatePath, UserKnownHostsFile: kh.Path,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	ssh := func() (string, string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "armdev", "echo", "ok")
 		cmd.Env = sshEnv()
@@ -113,7 +112,7 @@ func TestOpenSSHClient(t *testing.T) {
 	}
 
 	// The pin is enforced: a different host key makes OpenSSH refuse.
-	srv.SetHostKey(newHostKey(t))
+	srv.SetHostKey(sshtest.NewSigner(t))
 	out, stderr, err = ssh()
 	if err == nil || out != "" || !strings.Contains(stderr, "HOST IDENTIFICATION HAS CHANGED") {
 		t.Errorf("ssh with a changed host key: %v, out %q, stderr %q", err, out, stderr)

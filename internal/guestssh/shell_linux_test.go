@@ -2,7 +2,6 @@ package guestssh
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"strconv"
 	"sync"
@@ -10,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rsonpath/armdev/internal/guestssh/sshtest"
 )
 
 // openPTY returns the master and slave of a new pseudo-terminal.
@@ -57,7 +58,7 @@ func termios(t *testing.T, f *os.File) unix.Termios {
 // server, the terminal is raw during the session and restored after it,
 // SIGWINCH sends the new size, and the exit status comes back.
 func TestShellOnRealPTY(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	c := f.dial(t)
 	master, slave := openPTY(t)
 	setSize(t, slave, 111, 33)
@@ -87,13 +88,12 @@ func TestShellOnRealPTY(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		st, err := c.Shell(context.Background(), "read x; echo got-$x; exit 6", slave, slave, "xterm-real")
+		st, err := c.Shell(t.Context(), "read x; echo got-$x; exit 6", slave, slave, "xterm-real")
 		res <- result{st, err}
 	}()
-	if p := recv(t, "pty-req", f.srv.ptys); p != (ptyReq{Term: "xterm-real", Cols: 111, Rows: 33}) {
-		t.Errorf("pty-req = %+v", p)
+	if s := recv(t, "the session to start", f.sessions); !s.PTY || s.Term != "xterm-real" || s.Window != (sshtest.Window{Cols: 111, Rows: 33}) {
+		t.Errorf("session PTY %v, TERM %q, window %+v; want xterm-real 111x33", s.PTY, s.Term, s.Window)
 	}
-	recv(t, "exec", f.srv.execs)
 	if raw := termios(t, slave); raw.Lflag&(unix.ICANON|unix.ECHO) != 0 {
 		t.Errorf("terminal not raw during the session: lflag %#x", raw.Lflag)
 	}
@@ -102,8 +102,8 @@ func TestShellOnRealPTY(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGWINCH); err != nil {
 		t.Fatal(err)
 	}
-	if w := recv(t, "window-change", f.srv.winches); w != [2]uint32{90, 20} {
-		t.Errorf("window-change = %v, want [90 20]", w)
+	if w := recv(t, "window-change", f.resizes); w != (sshtest.Window{Cols: 90, Rows: 20}) {
+		t.Errorf("window-change = %+v, want 90x20", w)
 	}
 
 	if _, err := master.Write([]byte("abc\n")); err != nil {
