@@ -29,6 +29,10 @@ arm-dev:
 arm-dev-ssh *ARGS:
     @{{quote(armdev_dir / ".just-run")}} ssh "$@"
 
+# Evaluate the project's dev shell in the guest anew (after changes its cache key cannot see).
+arm-dev-shell-refresh:
+    @{{quote(armdev_dir / ".just-run")}} shellrefresh
+
 # Apply share/etc/nixos in the guest (nixos-rebuild switch).
 arm-dev-update:
     @{{quote(armdev_dir / ".just-run")}} update

@@ -19,131 +19,66 @@ import (
 // Default is what a bare `mage` runs.
 var Default = Status
 
-func open() (*workspace.Workspace, error) {
-	return workspace.Open(".")
-}
-
-// Image prepares the working disk without booting it: resolve, download, u-boot, decompress, inject, overlay.
-func Image(ctx context.Context) error {
-	w, err := open()
+// run opens the workspace and runs one of its steps.
+func run(ctx context.Context, step func(*workspace.Workspace, context.Context) error) error {
+	w, err := workspace.Open(".")
 	if err != nil {
 		return err
 	}
-	return w.Image(ctx)
+	return step(w, ctx)
 }
+
+// Image prepares the working disk without booting it: resolve, download, u-boot, decompress, inject, overlay.
+func Image(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Image) }
 
 // Init sets the machine up: the image pipeline, then the provisioning first boot.
 func Init(ctx context.Context) error {
 	mg.CtxDeps(ctx, Image)
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Provision(ctx)
+	return run(ctx, (*workspace.Workspace).Provision)
 }
 
 // Start boots the guest in the background and returns when SSH answers.
-func Start(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Start(ctx)
-}
+func Start(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Start) }
 
 // Ssh opens a shell in the guest at /rsonpath, or runs the command given by the justfile's arguments.
 func Ssh(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
+	return run(ctx, func(w *workspace.Workspace, ctx context.Context) error {
+		code, err := w.SSH(ctx, workspace.ArgsFromEnv(os.LookupEnv))
+		if err == nil && code != 0 {
+			os.Exit(code) // the remote command's status, with no "Error:" line
+		}
 		return err
-	}
-	code, err := w.SSH(ctx, workspace.ArgsFromEnv(os.LookupEnv))
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		os.Exit(code) // the remote command's status, with no "Error:" line
-	}
-	return nil
+	})
+}
+
+// ShellRefresh evaluates the project's dev shell in the guest anew, for changes its cache key cannot see.
+func ShellRefresh(ctx context.Context) error {
+	return run(ctx, (*workspace.Workspace).ShellRefresh)
 }
 
 // Update applies share/etc/nixos in the guest with nixos-rebuild switch.
-func Update(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Update(ctx)
-}
+func Update(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Update) }
 
 // Tidy deletes old generations in the guest and collects nix garbage.
-func Tidy(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Tidy(ctx)
-}
+func Tidy(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Tidy) }
 
 // Shutdown powers the guest off: poweroff over SSH, then the power button, then quit, then kill.
-func Shutdown(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Shutdown(ctx)
-}
+func Shutdown(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Shutdown) }
 
-// Kill stops this workspace's QEMU at once through its pid file, and nothing else.
-func Kill(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Kill(ctx)
-}
+// Kill stops this workspace's QEMU at once (found by its pid file, or by its name and disk), and nothing else.
+func Kill(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Kill) }
 
 // Reset returns the disk to its freshly provisioned state (destructive: asks first).
-func Reset(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Reset(ctx)
-}
+func Reset(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Reset) }
 
-// Status tells whether the guest runs, its SSH address, accelerator, disk and configuration state.
-func Status(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Status(ctx)
-}
+// Status tells whether the guest runs, its SSH address, accelerator, disk, configuration and dev shell state.
+func Status(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Status) }
 
 // Console attaches the terminal to the guest's serial console (Ctrl-] detaches).
-func Console(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Console(ctx)
-}
+func Console(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Console) }
 
 // SSHConfig writes an OpenSSH config block for the guest and prints how to use it.
-func SSHConfig(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.SSHConfig(ctx)
-}
+func SSHConfig(ctx context.Context) error { return run(ctx, (*workspace.Workspace).SSHConfig) }
 
-// Clean removes base images and downloads that no disk or lock refers to.
-func Clean(ctx context.Context) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return w.Clean(ctx)
-}
+// Clean removes base images and downloads that no disk or lock uses.
+func Clean(ctx context.Context) error { return run(ctx, (*workspace.Workspace).Clean) }

@@ -128,7 +128,7 @@ func (st Status) String() string {
 	case StatusStale:
 		return "out of date (the next command evaluates it again)"
 	case StatusCurrent:
-		return "evaluated and cached"
+		return "cached and current (commands load it without evaluating Nix)"
 	default:
 		return "unknown"
 	}

@@ -19,15 +19,16 @@ import (
 
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fakehydra"
+	"github.com/rsonpath/armdev/internal/guestuser"
+	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/testguest"
-	"github.com/rsonpath/armdev/internal/workspace"
 )
 
 // Release is the NixOS release the fake Hydra serves the stand-in under.
 const Release = "26.05"
 
 // DebianUBoot is u-boot for QEMU's virt board from Debian's u-boot-qemu.
-const DebianUBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+const DebianUBoot = testguest.UBoot
 
 // Harness is one workspace under test.
 type Harness struct {
@@ -110,10 +111,11 @@ func layout(root, dir string, hydra *fakehydra.Server, log io.Writer) (*Harness,
 			return nil, err
 		}
 	}
-	// The guest user gets the host user's uid, except for root (as in CI),
-	// which maps to 1000: give that uid the share, as a developer owns theirs.
-	if uid := workspace.GuestUID(); uid != os.Getuid() {
-		if err := os.Chown(h.Share, uid, uid); err != nil {
+	// The guest user mirrors the host user, except where NixOS cannot (a
+	// root host maps to 1000): give that uid the share, as a developer
+	// owns theirs.
+	if id := h.Identity(); id.UID != os.Getuid() {
+		if err := os.Chown(h.Share, id.UID, id.UID); err != nil {
 			return nil, fmt.Errorf("share: %w", err)
 		}
 	}
@@ -210,8 +212,23 @@ func (h *Harness) Command(ctx context.Context, stdin io.Reader, name string, arg
 	return r
 }
 
+// Layout names the workspace's state files.
+func (h *Harness) Layout() instance.Layout { return instance.Layout{Dir: h.State} }
+
+// Identity is how the guest declares this host user (ARMDEV_USER from
+// Extra, else the default).
+func (h *Harness) Identity() guestuser.Identity {
+	user := guestuser.DefaultUser
+	for _, kv := range h.Extra {
+		if v, ok := strings.CutPrefix(kv, "ARMDEV_USER="); ok {
+			user = v
+		}
+	}
+	return guestuser.For(os.Getuid(), os.Getgid(), user)
+}
+
 // PIDFile is where the workspace's QEMU writes its pid.
-func (h *Harness) PIDFile() string { return filepath.Join(h.State, "run", "qemu.pid") }
+func (h *Harness) PIDFile() string { return h.Layout().PIDFile() }
 
 // PID reads the pid file; 0 when there is none.
 func (h *Harness) PID() int {

@@ -13,35 +13,47 @@ import (
 )
 
 // Clean removes prepared bases and downloads that neither the working disk,
-// a backup disk nor the lock refers to, and says how much it freed.
+// a backup disk nor the lock uses, and says how much it freed. What a disk
+// uses is read from the disk itself (its backing chain) and compared as
+// files, so no spelling of a path can make a used base look unused; when a
+// disk's chain cannot be read, nothing is removed.
 func (w *Workspace) Clean(ctx context.Context) error {
-	keep := map[string]bool{}
-	if m, ok, err := w.meta(); err != nil {
+	lk, err := w.lock(ctx, "clean")
+	if err != nil {
 		return err
-	} else if ok {
-		keep[m.Base] = true
 	}
-	backups, _ := filepath.Glob(filepath.Join(w.p.backups(), "*.json"))
-	for _, b := range backups {
-		var m DiskMeta
-		if err := readJSON(b, &m); err == nil {
-			keep[m.Base] = true
+	defer lk.Release()
+	disks, _ := filepath.Glob(filepath.Join(w.l.Backups(), "*.qcow2"))
+	if exists(w.l.Disk()) {
+		disks = append(disks, w.l.Disk())
+	}
+	var used []os.FileInfo
+	for _, d := range disks {
+		chain, err := disk.BackingChain(ctx, w.Cfg.QEMUImg, d)
+		if err != nil {
+			return fmt.Errorf("cannot tell which base %s uses, so clean removes nothing: %w", d, err)
+		}
+		for _, f := range chain {
+			if st, err := os.Stat(f); err == nil {
+				used = append(used, st)
+			}
 		}
 	}
-	if lock, err := fetch.ReadLock(w.p.lock()); err == nil {
-		dl := filepath.Join(w.p.downloads(), fmt.Sprintf("%d-%s", lock.BuildID, lock.FileName))
+	keep := map[string]bool{}
+	if lock, err := fetch.ReadLock(w.l.HydraLock()); err == nil {
+		dl := filepath.Base(w.downloadPath(lock))
 		keep[dl], keep[dl+".verified"], keep[dl+".part"] = true, true, true
 	}
 	var freed int64
 	var removed []string
-	for _, dir := range []string{w.p.bases(), w.p.downloads()} {
+	for _, dir := range []string{w.l.Bases(), w.l.Downloads()} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, e := range entries {
 			path := filepath.Join(dir, e.Name())
-			if keep[path] || e.IsDir() {
+			if keep[e.Name()] || e.IsDir() || inUse(path, used) {
 				continue
 			}
 			size, _ := disk.Allocated(path)
@@ -59,4 +71,18 @@ func (w *Workspace) Clean(ctx context.Context) error {
 	}
 	w.say("freed %s", progress.Bytes(freed))
 	return nil
+}
+
+// inUse reports whether path is one of the files in used.
+func inUse(path string, used []os.FileInfo) bool {
+	st, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	for _, u := range used {
+		if os.SameFile(st, u) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,205 +2,116 @@ package workspace
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"regexp"
+	"strings"
 	"time"
 
-	"github.com/rsonpath/armdev/internal/disk"
+	"github.com/rsonpath/armdev/internal/atomicfile"
+	"github.com/rsonpath/armdev/internal/devshell"
 	"github.com/rsonpath/armdev/internal/guestssh"
-	"github.com/rsonpath/armdev/internal/stamp"
+	"github.com/rsonpath/armdev/internal/instance"
 )
 
-// provisionedSnapshot names the qcow2 internal snapshot reset returns to.
-const provisionedSnapshot = "provisioned"
-
-// localNix is the generated, git-ignored part of the guest configuration.
-const localNix = "armdev-local.nix"
-
-// sshOptions are the client settings for user on the running VM.
-func (w *Workspace) sshOptions(user string, ri runInfo, repin bool) (guestssh.Options, error) {
-	key, err := guestssh.EnsureKey(w.p.ssh())
+// sshOptions are the client settings for user on the VM of rec.
+func (w *Workspace) sshOptions(user string, rec instance.RunRecord, repin bool) (guestssh.Options, error) {
+	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
 		return guestssh.Options{}, fmt.Errorf("workspace key: %w", err)
 	}
-	kh := guestssh.KnownHosts{Path: w.p.knownHosts()}
-	addr := fmt.Sprintf("127.0.0.1:%d", ri.SSHPort)
+	kh := guestssh.KnownHosts{Path: w.l.KnownHosts()}
+	addr := fmt.Sprintf("127.0.0.1:%d", rec.SSHPort)
 	return guestssh.Options{
 		Addr: addr, User: user, Key: key, HostKey: kh.Callback(repin),
 		HostKeyAlgorithms: kh.HostKeyAlgorithms(addr), Timeout: 20 * time.Second, KeepAlive: 30 * time.Second,
 	}, nil
 }
 
-// dial connects to the running guest as user.
-func (w *Workspace) dial(ctx context.Context, user string, ri runInfo) (*guestssh.Client, error) {
-	m, _, err := w.meta()
+// runRecord is how the running VM was started; without a record, the
+// configured port.
+func (w *Workspace) runRecord() (instance.RunRecord, error) {
+	rec, ok, err := w.l.LoadRun()
 	if err != nil {
-		return nil, err
+		return rec, err
 	}
-	opts, err := w.sshOptions(user, ri, m.RepinHostKey)
+	if !ok {
+		rec.SSHPort = w.Cfg.SSHPort
+	}
+	return rec, nil
+}
+
+// connect returns an SSH connection to the running guest as its user, or
+// an error that says what to do.
+func (w *Workspace) connect(ctx context.Context) (*guestssh.Client, instance.DiskMeta, error) {
+	m, err := w.provisioned()
 	if err != nil {
-		return nil, err
+		return nil, m, err
+	}
+	st, err := w.vm().Status()
+	if err != nil {
+		return nil, m, err
+	}
+	if !st.Running {
+		return nil, m, errors.New("the guest is not running: start it with `just arm-dev`")
+	}
+	rec, err := w.runRecord()
+	if err != nil {
+		return nil, m, err
+	}
+	opts, err := w.sshOptions(m.User(), rec, m.RepinHostKey)
+	if err != nil {
+		return nil, m, err
 	}
 	c, err := guestssh.Dial(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the guest: %w", err)
+		if errors.Is(err, guestssh.ErrHostKeyMismatch) {
+			return nil, m, err // its message says what happened and what to do
+		}
+		return nil, m, fmt.Errorf("connect to the guest: %w", err)
 	}
-	return c, nil
+	if err := w.afterContact(m); err != nil {
+		c.Close()
+		return nil, m, err
+	}
+	return c, m, nil
 }
 
-// running returns a client for the running guest, or a clear error.
-func (w *Workspace) running(ctx context.Context) (*guestssh.Client, error) {
-	st, err := w.vmState()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Running {
-		return nil, fmt.Errorf("the guest is not running: start it with `just arm-dev`")
-	}
-	ri, err := w.run()
-	if err != nil {
-		return nil, err
-	}
-	c, err := w.dial(ctx, w.Cfg.User, ri)
-	if err != nil {
-		return nil, err
-	}
-	if m, ok, _ := w.meta(); ok {
-		_ = w.afterContact(m)
-	}
-	return c, nil
-}
-
-// releaseRE finds a NixOS release number in an image's file name, such as
-// nixos-image-sd-card-26.05.20260601.abcdef0-aarch64-linux.img.zst.
-var releaseRE = regexp.MustCompile(`(?:^|[^0-9.])([0-9]{2}\.[0-9]{2})(?:[^0-9]|$)`)
-
-// stateVersion is the release the disk's image was built from, for
-// system.stateVersion: read from the image's name (so "unstable" becomes
-// the number it really was), else the configured release.
-func stateVersion(m DiskMeta) string {
-	if v := releaseRE.FindStringSubmatch(m.Image); v != nil {
-		return v[1]
-	}
-	return m.Release
-}
-
-// GuestUID is the uid the guest user gets: the host user's, so files the
-// guest makes in /rsonpath are theirs; 1000 when the host user is root (as
-// in CI), which a normal guest account cannot mirror.
-func GuestUID() int {
-	if uid := os.Getuid(); uid != 0 {
-		return uid
-	}
-	return 1000
-}
-
-// writeLocalNix writes armdev-local.nix next to configuration.nix: the
-// workspace key and the host user's uid/gid, so files the guest creates in
-// /rsonpath belong to the host user.
-func (w *Workspace) writeLocalNix(release string) error {
-	key, err := guestssh.EnsureKey(w.p.ssh())
-	if err != nil {
-		return fmt.Errorf("workspace key: %w", err)
-	}
-	uid, gid := GuestUID(), os.Getgid()
-	if os.Getuid() == 0 {
-		gid = 1000
-	}
-	content := fmt.Sprintf(`# Generated by armdev for this workspace; do not edit, do not commit.
-{
-  uid = %d;
-  gid = %d;
-  release = %q;
-  authorizedKeys = [ %q ];
-}
-`, uid, gid, release, key.AuthorizedKey)
-	return stamp.WriteFileAtomic(filepath.Join(w.Cfg.NixOSConfig, localNix), []byte(content), 0o644)
-}
-
-// Provision is the end of init: boot the fresh disk, run init/'s
-// provisioning script as root over SSH, power off and snapshot the result
-// as "provisioned". A failure keeps the disk for inspection; a rerun tries
-// again.
-func (w *Workspace) Provision(ctx context.Context) error {
-	m, ok, err := w.meta()
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("there is no working disk: run `just arm-dev-init`")
-	}
-	if m.Provisioned {
-		w.say("the disk is provisioned: `just arm-dev` starts it")
+// afterContact clears the one-time permission to pin a new host key, now
+// that a key is pinned.
+func (w *Workspace) afterContact(m instance.DiskMeta) error {
+	if !m.RepinHostKey {
 		return nil
 	}
-	if st, err := w.vmState(); err != nil {
-		return err
-	} else if st.Running {
-		return fmt.Errorf("the guest is running on the unprovisioned disk: stop it (`just arm-dev-kill`) and run `just arm-dev-init` again")
+	m.RepinHostKey = false
+	if err := w.l.SaveDisk(m); err != nil {
+		return fmt.Errorf("record the pinned host key: %w", err)
 	}
-	if err := w.writeLocalNix(stateVersion(m)); err != nil {
-		return err
-	}
-	digest, err := w.configDigest()
-	if err != nil {
-		return err
-	}
-	w.say("first boot: provisioning the guest (log: %s)", w.p.provisionLog())
-	c, err := w.boot(ctx, "root", true)
-	if err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	logf, err := os.OpenFile(w.p.provisionLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("provision: %w", err)
-	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "=== provisioning %s\n", w.Now().UTC().Format(time.RFC3339))
-	out := io.MultiWriter(w.Out, logf)
-	code, runErr := c.Run(ctx, "sh /root/armdev-provision.sh", nil, out, io.MultiWriter(w.Err, logf))
-	ri, _ := w.run()
-	// Power off over the connection that is already root's: the new
-	// configuration refuses new root logins.
-	if runErr != nil || code != 0 {
-		_ = w.powerOff(ctx, ri.PID, ri, c, "poweroff")
-		if runErr == nil {
-			runErr = fmt.Errorf("exit status %d", code)
-		}
-		return fmt.Errorf("provisioning failed (%v): see %s; the disk is kept for inspection, run `just arm-dev-init` to try again", runErr, w.p.provisionLog())
-	}
-	if err := w.powerOff(ctx, ri.PID, ri, c, "poweroff"); err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	if err := disk.Snapshot(ctx, w.Cfg.QEMUImg, w.p.disk(), provisionedSnapshot); err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	m.Provisioned, m.ProvisionedAt, m.AppliedConfig, m.RepinHostKey = true, w.Now().UTC(), digest, false
-	if err := w.saveMeta(m); err != nil {
-		return err
-	}
-	w.say("provisioned: `just arm-dev` starts the guest, `just arm-dev-ssh` logs in")
 	return nil
 }
 
-// shellCommand is what an interactive `arm-dev-ssh` runs: a login shell in
-// /rsonpath, inside nix-shell when the project has a shell.nix.
-func (w *Workspace) shellCommand() string {
-	nixShell := ""
-	if w.Cfg.NixShell {
-		nixShell = `if [ -f shell.nix ] && command -v nix-shell >/dev/null; then exec nix-shell; fi; `
+// devShell is the project's dev environment as arm-dev-ssh uses it: none
+// with ARMDEV_NIX_SHELL=0.
+func (w *Workspace) devShell() (devshell.Spec, error) {
+	if !w.Cfg.NixShell {
+		return devshell.Spec{GuestDir: devshell.DefaultGuestDir}, nil
 	}
-	return `cd /rsonpath 2>/dev/null || echo "armdev: /rsonpath is not mounted" >&2; ` + nixShell + `exec "${SHELL:-/bin/sh}" -l`
+	spec, err := devshell.Detect(w.Cfg.Share)
+	if err != nil {
+		return spec, fmt.Errorf("find the project's dev shell: %w", err)
+	}
+	return spec, nil
 }
 
-// SSH runs args in the guest's /rsonpath (a shell when args is empty) and
-// returns the remote exit status.
+// SSH runs args in the guest's /rsonpath, inside the project's dev
+// environment when it has one (a shell when args is empty), and returns
+// the remote exit status.
 func (w *Workspace) SSH(ctx context.Context, args []string) (int, error) {
-	c, err := w.running(ctx)
+	spec, err := w.devShell()
+	if err != nil {
+		return 0, err
+	}
+	c, _, err := w.connect(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -210,52 +121,90 @@ func (w *Workspace) SSH(ctx context.Context, args []string) (int, error) {
 		if term == "" {
 			term = "xterm-256color"
 		}
-		return c.Shell(ctx, w.shellCommand(), w.In, os.Stdout, term)
+		return c.Shell(ctx, spec.Shell(), w.In, os.Stdout, term)
 	}
-	cmd := `cd /rsonpath 2>/dev/null; ` + guestssh.Quote(args)
-	return c.Run(ctx, cmd, w.In, w.Out, w.Err)
+	return c.Run(ctx, spec.Command(args), w.In, w.Out, w.Err)
+}
+
+// ShellRefresh evaluates the project's dev environment in the guest anew,
+// for when a file it depends on changed where the cache key does not look.
+func (w *Workspace) ShellRefresh(ctx context.Context) error {
+	spec, err := w.devShell()
+	if err != nil {
+		return err
+	}
+	if spec.Kind == devshell.None {
+		w.say("the project has no dev shell (shell.nix, default.nix or a flake with devShells), or ARMDEV_NIX_SHELL=0: nothing to refresh")
+		return nil
+	}
+	if err := w.remote(ctx, "refresh the dev shell", spec.RefreshCommand(), nil); err != nil {
+		return err
+	}
+	w.say("the dev shell is evaluated and cached")
+	return nil
 }
 
 // remote runs a maintenance command in the running guest with live output
 // and turns a failure into a one-line error.
-func (w *Workspace) remote(ctx context.Context, what, cmd string) error {
-	c, err := w.running(ctx)
+func (w *Workspace) remote(ctx context.Context, what, cmd string, stdin []byte) error {
+	c, _, err := w.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	code, err := c.Run(ctx, cmd, nil, w.Out, w.Err)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if code != 0 {
-		return fmt.Errorf("%s failed in the guest (exit status %d): see the output above", what, code)
-	}
-	return nil
+	return runChecked(ctx, c, what, cmd, stdin, w.Out, w.Err)
 }
 
-// Update applies share/etc/nixos with `sudo nixos-rebuild switch`. The
-// guest must be running (start it with `just arm-dev`).
+// shareCheck prints the file system mounted at /etc/nixos (device and
+// type), then "config" when configuration.nix is there.
+const shareCheck = `awk '$2 == "/etc/nixos" { m = $1 " " $3 } END { print m }' /proc/mounts; test -f /etc/nixos/configuration.nix && echo config`
+
+// Update applies share/etc/nixos with `sudo nixos-rebuild switch`, after
+// uploading the workspace's identity. It refuses unless /etc/nixos in the
+// guest is armdev's configuration share: otherwise the switch would apply
+// whatever the guest's own disk holds there.
 func (w *Workspace) Update(ctx context.Context) error {
-	m, ok, err := w.meta()
+	lk, err := w.lock(ctx, "update")
 	if err != nil {
 		return err
 	}
-	if !ok || !m.Provisioned {
-		return fmt.Errorf("there is no provisioned disk yet: run `just arm-dev-init` first")
-	}
-	if err := w.writeLocalNix(stateVersion(m)); err != nil {
-		return err
-	}
-	digest, err := w.configDigest()
+	defer lk.Release()
+	c, m, err := w.connect(ctx)
 	if err != nil {
 		return err
 	}
-	if err := w.remote(ctx, "nixos-rebuild switch", "sudo nixos-rebuild switch"); err != nil {
+	defer c.Close()
+	var out strings.Builder
+	if _, err := c.Run(ctx, shareCheck, nil, &out, nil); err != nil {
+		return fmt.Errorf("look at /etc/nixos in the guest: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if lines[0] != "nixconfig 9p" || len(lines) < 2 || lines[1] != "config" {
+		mounted := lines[0]
+		if mounted == "" {
+			mounted = "nothing is mounted there"
+		}
+		return fmt.Errorf("/etc/nixos in the guest is not armdev's configuration share (%s): refusing to switch to what the guest's disk holds there; restart the guest (`just arm-dev-shutdown`, `just arm-dev`) or run `sudo mount /etc/nixos` in it, then try again", mounted)
+	}
+	id, identity, err := w.identity(m)
+	if err != nil {
 		return err
 	}
-	m.AppliedConfig = digest
-	if err := w.saveMeta(m); err != nil {
+	digest, err := w.appliedDigest(identity)
+	if err != nil {
+		return err
+	}
+	if err := runChecked(ctx, c, "upload the identity", "sudo sh -c "+guestssh.Quote([]string{uploadIdentity}), identity, w.Out, w.Err); err != nil {
+		return err
+	}
+	if err := runChecked(ctx, c, "nixos-rebuild switch", "sudo nixos-rebuild switch", nil, w.Out, w.Err); err != nil {
+		return fmt.Errorf("%w: see the output above", err)
+	}
+	m.AppliedConfig, m.GuestUser = digest, id.User
+	if err := w.l.SaveDisk(m); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(w.l.Identity(), identity, 0o644); err != nil {
 		return err
 	}
 	w.say("configuration applied")
@@ -264,6 +213,7 @@ func (w *Workspace) Update(ctx context.Context) error {
 
 // tidyCommand deletes old generations (the user's, and the system's but
 // the two extlinux keeps) and collects nix garbage, as the original did.
+// GC roots (the dev shell's profile among them) are kept.
 const tidyCommand = `set -e
 nix-env --delete-generations +1
 sudo nix-env --profile /nix/var/nix/profiles/system --delete-generations +2
@@ -271,7 +221,12 @@ sudo nix-store --gc`
 
 // Tidy frees space in the guest's nix store.
 func (w *Workspace) Tidy(ctx context.Context) error {
-	if err := w.remote(ctx, "tidy", tidyCommand); err != nil {
+	lk, err := w.lock(ctx, "tidy")
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
+	if err := w.remote(ctx, "tidy", tidyCommand, nil); err != nil {
 		return err
 	}
 	w.say("old generations deleted and nix garbage collected")
@@ -281,24 +236,28 @@ func (w *Workspace) Tidy(ctx context.Context) error {
 // SSHConfig writes an OpenSSH config block for the guest and says how to
 // use it with ssh, scp, rsync and VS Code.
 func (w *Workspace) SSHConfig(ctx context.Context) error {
-	key, err := guestssh.EnsureKey(w.p.ssh())
+	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
 		return fmt.Errorf("workspace key: %w", err)
 	}
+	user := w.Cfg.User
+	if m, err := w.provisioned(); err == nil {
+		user = m.User()
+	}
 	port := w.Cfg.SSHPort
-	if st, _ := w.vmState(); st.Running {
-		if ri, err := w.run(); err == nil {
-			port = ri.SSHPort
+	if st, _ := w.vm().Status(); st.Running {
+		if rec, err := w.runRecord(); err == nil {
+			port = rec.SSHPort
 		}
 	}
 	block := guestssh.ConfigBlock{
-		Host: "armdev", HostName: "127.0.0.1", Port: port, User: w.Cfg.User,
-		IdentityFile: key.PrivatePath, UserKnownHostsFile: w.p.knownHosts(),
+		Host: "armdev", HostName: "127.0.0.1", Port: port, User: user,
+		IdentityFile: key.PrivatePath, UserKnownHostsFile: w.l.KnownHosts(),
 	}
-	if err := guestssh.WriteConfig(w.p.sshConfig(), block); err != nil {
+	cfg := w.l.SSHConfig()
+	if err := guestssh.WriteConfig(cfg, block); err != nil {
 		return fmt.Errorf("ssh config: %w", err)
 	}
-	cfg := w.p.sshConfig()
 	w.say("wrote %s", cfg)
 	w.say("  ssh -F %q armdev", cfg)
 	w.say("  scp -F %q FILE armdev:/rsonpath/", cfg)

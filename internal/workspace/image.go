@@ -15,9 +15,11 @@ import (
 
 	"github.com/magefile/mage/target"
 
+	"github.com/rsonpath/armdev/internal/config"
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fetch"
 	"github.com/rsonpath/armdev/internal/guestssh"
+	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/progress"
 	"github.com/rsonpath/armdev/internal/stamp"
 )
@@ -28,10 +30,15 @@ import (
 // base, and put the working overlay on top. Each step is skipped when its
 // inputs did not change (timestamps first, content second).
 func (w *Workspace) Image(ctx context.Context) error {
+	lk, err := w.lock(ctx, "image")
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
 	if err := w.requireTools(w.Cfg.QEMUImg); err != nil {
 		return err
 	}
-	key, err := guestssh.EnsureKey(w.p.ssh())
+	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
 		return fmt.Errorf("workspace key: %w", err)
 	}
@@ -39,9 +46,19 @@ func (w *Workspace) Image(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The image is larger than its compressed download: a smaller disk is
+	// refused before anything is downloaded.
+	if err := w.checkDiskSize(lock.Size, "more than its download's"); err != nil {
+		return err
+	}
 	zst, err := w.download(ctx, lock)
 	if err != nil {
 		return err
+	}
+	if size, known, err := disk.ZstdMinSize(zst); err == nil && known {
+		if err := w.checkDiskSize(size, ""); err != nil {
+			return err
+		}
 	}
 	if _, err := w.ubootPath(ctx); err != nil {
 		return err
@@ -60,6 +77,19 @@ func (w *Workspace) Image(ctx context.Context) error {
 	return w.configNotice()
 }
 
+// checkDiskSize refuses an ARMDEV_DISK_SIZE below imageSize, the image's
+// size (or a lower bound of it, which what qualifies).
+func (w *Workspace) checkDiskSize(imageSize int64, what string) error {
+	if w.Cfg.DiskSize == 0 || w.Cfg.DiskSize >= imageSize {
+		return nil
+	}
+	if what != "" {
+		what += " "
+	}
+	return fmt.Errorf("ARMDEV_DISK_SIZE=%s is smaller than the image (%s%s): set it to at least %dG, or unset it for the image's size + %s",
+		progress.Bytes(w.Cfg.DiskSize), what, progress.Bytes(imageSize), (imageSize+(1<<30)-1)>>30, progress.Bytes(config.DefaultDiskGrowth))
+}
+
 // baseKeyOf names a prepared base after everything that goes into it.
 func baseKeyOf(imageSHA, initDigest, authorizedKey string) string {
 	h := sha256.New()
@@ -70,12 +100,12 @@ func baseKeyOf(imageSHA, initDigest, authorizedKey string) string {
 // resolve returns the pinned build, resolving Hydra's "latest" only when
 // there is no lock or it was made for another release or Hydra.
 func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
-	lock, err := fetch.ReadLock(w.p.lock())
+	lock, err := fetch.ReadLock(w.l.HydraLock())
 	switch {
 	case err == nil && lock.Release == w.Cfg.Release && strings.HasPrefix(lock.URL, w.Cfg.HydraURL+"/"):
 		return lock, nil
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return fetch.Lock{}, fmt.Errorf("%w (delete it to resolve again)", err)
+		return fetch.Lock{}, err
 	}
 	w.say("resolving the newest NixOS %s aarch64 SD image on %s", w.Cfg.Release, w.Cfg.HydraURL)
 	h := fetch.Hydra{BaseURL: w.Cfg.HydraURL, Client: &http.Client{Timeout: 60 * time.Second}}
@@ -83,7 +113,7 @@ func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
 	if err != nil {
 		return fetch.Lock{}, fmt.Errorf("resolve image: %w", err)
 	}
-	if err := fetch.WriteLock(w.p.lock(), lock); err != nil {
+	if err := fetch.WriteLock(w.l.HydraLock(), lock); err != nil {
 		return fetch.Lock{}, err
 	}
 	w.say("pinned Hydra build %d: %s (%s)", lock.BuildID, lock.FileName, progress.Bytes(lock.Size))
@@ -94,7 +124,7 @@ func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
 // file has a stamp holding its sha256, newer than the file: then nothing is
 // read and no request is made.
 func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, error) {
-	dest := filepath.Join(w.p.downloads(), fmt.Sprintf("%d-%s", lock.BuildID, lock.FileName))
+	dest := w.downloadPath(lock)
 	st := stamp.Stamp{Path: dest + ".verified", Inputs: []string{dest}}
 	if _, err := os.Stat(dest); err == nil {
 		if recorded, err := os.ReadFile(st.Path); err == nil && string(recorded) == lock.SHA256+"\n" {
@@ -106,7 +136,7 @@ func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, erro
 			return dest, st.Record(lock.SHA256)
 		}
 	}
-	if err := os.MkdirAll(w.p.downloads(), 0o755); err != nil {
+	if err := os.MkdirAll(w.l.Downloads(), 0o755); err != nil {
 		return "", fmt.Errorf("download: %w", err)
 	}
 	w.say("downloading %s (%s)", lock.FileName, progress.Bytes(lock.Size))
@@ -115,6 +145,11 @@ func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, erro
 		return "", fmt.Errorf("download image: %w", err)
 	}
 	return dest, st.Record(lock.SHA256)
+}
+
+// downloadPath is where the locked image is downloaded to.
+func (w *Workspace) downloadPath(lock fetch.Lock) string {
+	return filepath.Join(w.l.Downloads(), fmt.Sprintf("%d-%s", lock.BuildID, lock.FileName))
 }
 
 // ubootPath returns the u-boot.bin to boot with: ARMDEV_UBOOT, else an
@@ -130,20 +165,26 @@ func (w *Workspace) ubootPath(ctx context.Context) (string, error) {
 
 // initDigest is the content digest of init/, cached in a stamp.
 func (w *Workspace) initDigest() (string, error) {
-	return stamp.Stamp{Path: w.p.stamp("init"), Inputs: []string{w.Cfg.InitDir}}.Current()
+	return stamp.Stamp{Path: w.l.Stamp("init"), Inputs: []string{w.Cfg.InitDir}}.Current()
 }
 
 // base prepares bases/<key>.img: the image decompressed, sparse, with init/
-// and the workspace key laid onto its root partition.
+// and the workspace key laid onto its root partition. Each run works on a
+// partial file of its own and renames it into place only when complete.
 func (w *Workspace) base(ctx context.Context, zst, key, authorizedKey string) error {
-	final := w.p.base(key)
+	final := w.l.Base(key)
 	if _, err := os.Stat(final); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(w.p.bases(), 0o755); err != nil {
+	if err := os.MkdirAll(w.l.Bases(), 0o755); err != nil {
 		return fmt.Errorf("prepare base: %w", err)
 	}
-	partial := final + ".partial"
+	tmp, err := os.CreateTemp(w.l.Bases(), key+".img.partial-*")
+	if err != nil {
+		return fmt.Errorf("prepare base: %w", err)
+	}
+	partial := tmp.Name()
+	tmp.Close()
 	defer os.Remove(partial)
 	w.say("decompressing %s", filepath.Base(zst))
 	prog := newProgress(w.Err, "decompress", isTerminal(w.Err))
@@ -176,69 +217,90 @@ func (w *Workspace) base(ctx context.Context, zst, key, authorizedKey string) er
 	return nil
 }
 
-// workingDisk makes disk.qcow2 on top of the base. An existing disk on
-// another base is only replaced with a yes, and kept as a dated backup.
+// workingDisk makes disk.qcow2 on top of the base, with a "fresh" snapshot
+// every provisioning attempt starts from. An existing disk on another base,
+// or one whose metadata is unreadable, is only replaced with a yes, and kept
+// as a dated backup.
 func (w *Workspace) workingDisk(ctx context.Context, lock fetch.Lock, baseKey string) error {
-	m, exists, err := w.meta()
+	wd, err := w.l.LoadDisk()
 	if err != nil {
 		return err
 	}
-	if exists && m.BaseKey == baseKey {
-		return nil
-	}
-	if exists {
-		if st, _ := w.vmState(); st.Running {
-			return fmt.Errorf("the prepared image changed, but the guest is running on the old disk: stop it (`just arm-dev-shutdown`) and run this again")
+	switch wd.State {
+	case instance.KnownDisk:
+		if wd.Meta.BaseKey == baseKey {
+			return nil
 		}
-		ok, err := w.confirm("The prepared image changed (new image or edits in init/). Replace the working disk? The old one is kept as a dated backup.")
-		if err != nil {
+		if err := w.replaceDisk("The prepared image changed (new image or edits in init/).", "the prepared image changed, but a working disk exists"); err != nil {
 			return err
 		}
-		if !ok {
-			return fmt.Errorf("the prepared image changed, but a working disk exists: run again with ARMDEV_YES=1 (or answer yes on a terminal) to replace it; the old disk will be kept as a dated backup")
-		}
-		backup, err := w.backupDisk()
-		if err != nil {
+	case instance.UnknownDisk:
+		w.warn("the working disk's metadata is unreadable: %v", wd.MetaErr)
+		if err := w.replaceDisk("The working disk has no readable metadata (disk.json), so armdev cannot tell what it holds.", "the working disk has no readable metadata"); err != nil {
 			return err
 		}
-		w.say("kept the old disk as %s", backup)
 	}
 	size := w.Cfg.DiskSize
-	info, err := disk.ImageInfo(ctx, w.Cfg.QEMUImg, w.p.base(baseKey))
+	info, err := disk.ImageInfo(ctx, w.Cfg.QEMUImg, w.l.Base(baseKey))
 	if err != nil {
 		return fmt.Errorf("working disk: %w", err)
 	}
 	if size == 0 {
-		size = info.VirtualSize + (20 << 30)
+		size = info.VirtualSize + config.DefaultDiskGrowth
 	}
-	if size < info.VirtualSize {
-		return fmt.Errorf("ARMDEV_DISK_SIZE=%s is smaller than the image (%s): set it to at least %dG", progress.Bytes(w.Cfg.DiskSize), progress.Bytes(info.VirtualSize), info.VirtualSize>>30+1)
+	if err := w.checkDiskSize(info.VirtualSize, ""); err != nil {
+		return err
 	}
-	if err := disk.CreateOverlay(ctx, w.Cfg.QEMUImg, w.p.base(baseKey), w.p.disk(), size); err != nil {
+	if err := disk.CreateOverlay(ctx, w.Cfg.QEMUImg, w.l.Base(baseKey), w.l.Disk(), size); err != nil {
 		return fmt.Errorf("working disk: %w", err)
 	}
-	w.say("working disk %s: %s over base %s", w.p.disk(), progress.Bytes(size), baseKey)
-	return w.saveMeta(DiskMeta{
-		BaseKey: baseKey, Base: w.p.base(baseKey), Release: lock.Release, BuildID: lock.BuildID,
+	if err := disk.Snapshot(ctx, w.Cfg.QEMUImg, w.l.Disk(), instance.FreshSnapshot); err != nil {
+		return fmt.Errorf("working disk: %w", err)
+	}
+	w.say("working disk %s: %s over base %s", w.l.Disk(), progress.Bytes(size), baseKey)
+	return w.l.SaveDisk(instance.DiskMeta{
+		BaseKey: baseKey, Base: w.l.Base(baseKey), Release: lock.Release, BuildID: lock.BuildID,
 		Image: lock.FileName, Created: w.Now().UTC(), RepinHostKey: true,
 	})
 }
 
+// replaceDisk asks before a new disk replaces the existing one, then moves
+// the old one to backups/.
+func (w *Workspace) replaceDisk(why, refused string) error {
+	if st, _ := w.vm().Status(); st.Running {
+		return fmt.Errorf("%s, and the guest is running on it: stop it (`just arm-dev-shutdown`) and run this again", refused)
+	}
+	ok, err := w.confirm(why + " Replace the working disk? The old one is kept as a dated backup.")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s: run again with ARMDEV_YES=1 (or answer yes on a terminal) to replace it; the old disk will be kept as a dated backup", refused)
+	}
+	backup, err := w.backupDisk()
+	if err != nil {
+		return err
+	}
+	w.say("kept the old disk as %s", backup)
+	return nil
+}
+
 // backupDisk moves the working disk and its metadata to backups/.
 func (w *Workspace) backupDisk() (string, error) {
-	if err := os.MkdirAll(w.p.backups(), 0o755); err != nil {
+	if err := os.MkdirAll(w.l.Backups(), 0o755); err != nil {
 		return "", fmt.Errorf("back up disk: %w", err)
 	}
 	name := "disk-" + w.Now().Format("20060102-150405")
-	dst := filepath.Join(w.p.backups(), name+".qcow2")
+	dst := filepath.Join(w.l.Backups(), name+".qcow2")
 	for i := 2; exists(dst); i++ { // never overwrite an earlier backup
 		name = fmt.Sprintf("disk-%s-%d", w.Now().Format("20060102-150405"), i)
-		dst = filepath.Join(w.p.backups(), name+".qcow2")
+		dst = filepath.Join(w.l.Backups(), name+".qcow2")
 	}
-	if err := os.Rename(w.p.disk(), dst); err != nil {
+	if err := os.Rename(w.l.Disk(), dst); err != nil {
 		return "", fmt.Errorf("back up disk: %w", err)
 	}
-	if err := os.Rename(w.p.diskMeta(), filepath.Join(w.p.backups(), name+".json")); err != nil {
+	// The metadata goes along when there is some.
+	if err := os.Rename(w.l.DiskMeta(), filepath.Join(w.l.Backups(), name+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("back up disk: %w", err)
 	}
 	return dst, nil
@@ -247,11 +309,11 @@ func (w *Workspace) backupDisk() (string, error) {
 // configNotice says when share/etc/nixos changed since it was last applied:
 // those edits never rebuild the disk, `arm-dev-update` applies them.
 func (w *Workspace) configNotice() error {
-	m, ok, err := w.meta()
-	if err != nil || !ok || !m.Provisioned {
+	wd, err := w.l.LoadDisk()
+	if err != nil || wd.State != instance.KnownDisk || !wd.Meta.Provisioned {
 		return err
 	}
-	changed, err := w.configChanged(m)
+	changed, err := w.configChanged(wd.Meta)
 	if err != nil {
 		return err
 	}
@@ -261,18 +323,31 @@ func (w *Workspace) configNotice() error {
 	return nil
 }
 
-// configChanged compares share/etc/nixos with what was last applied.
-func (w *Workspace) configChanged(m DiskMeta) (bool, error) {
-	digest, err := w.configDigest()
+// configChanged compares share/etc/nixos and the workspace's identity with
+// what was last applied.
+func (w *Workspace) configChanged(m instance.DiskMeta) (bool, error) {
+	_, identity, err := w.identity(m)
+	if err != nil {
+		return false, err
+	}
+	digest, err := w.appliedDigest(identity)
 	if err != nil {
 		return false, err
 	}
 	return digest != m.AppliedConfig, nil
 }
 
-// configDigest is the content digest of share/etc/nixos, cached in a stamp.
-func (w *Workspace) configDigest() (string, error) {
-	return stamp.Stamp{Path: w.p.stamp("nixos-config"), Inputs: []string{w.Cfg.NixOSConfig}}.Current()
+// appliedDigest is what a switch applies: the content of share/etc/nixos
+// (cached in a stamp) and the identity uploaded with it.
+func (w *Workspace) appliedDigest(identity []byte) (string, error) {
+	config, err := stamp.Stamp{Path: w.l.Stamp("nixos-config"), Inputs: []string{w.Cfg.NixOSConfig}}.Current()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "config %s\nidentity %d\n", config, len(identity))
+	h.Write(identity)
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func exists(path string) bool {

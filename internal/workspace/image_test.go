@@ -14,6 +14,8 @@ import (
 	"github.com/rsonpath/armdev/internal/config"
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/fakehydra"
+
+	"github.com/rsonpath/armdev/internal/instance"
 )
 
 // sdImageZst builds a small image laid out like the NixOS SD image (MBR,
@@ -119,13 +121,13 @@ func (f *fixture) bases() []string {
 	return names
 }
 
-func (f *fixture) meta() DiskMeta {
+func (f *fixture) meta() instance.DiskMeta {
 	f.t.Helper()
-	m, ok, err := f.workspace().meta()
-	if err != nil || !ok {
-		f.t.Fatalf("no disk meta: %v", err)
+	wd, err := f.workspace().l.LoadDisk()
+	if err != nil || wd.State != instance.KnownDisk {
+		f.t.Fatalf("no disk meta: %+v %v", wd, err)
 	}
-	return m
+	return wd.Meta
 }
 
 func TestImageBuildsInjectsAndOverlays(t *testing.T) {
@@ -201,8 +203,14 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 	// an edit in share/etc/nixos: no rebuild, a notice once provisioned.
 	m := f.meta()
 	m.Provisioned = true
-	m.AppliedConfig, _ = f.workspace().configDigest()
-	if err := f.workspace().saveMeta(m); err != nil {
+	_, identity, err := f.workspace().identity(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.AppliedConfig, err = f.workspace().appliedDigest(identity); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.workspace().l.SaveDisk(m); err != nil {
 		t.Fatal(err)
 	}
 	f.write("share/etc/nixos/configuration.nix", "{ ... }: { networking.hostName = \"x\"; }\n", 0o644)
@@ -218,7 +226,7 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 
 	// an edit in init/: a new base; the existing disk is kept without a yes…
 	f.write("init/etc/armdev-note", "changed\n", 0o644)
-	err := f.image()
+	err = f.image()
 	if err == nil || !strings.Contains(err.Error(), "ARMDEV_YES=1") {
 		t.Fatalf("replacing the disk without a yes: %v", err)
 	}
@@ -261,10 +269,9 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 	if len(backups) != 2 {
 		t.Fatalf("backups: %v", backups)
 	}
-	var oldest DiskMeta
+	var oldest instance.DiskMeta
 	for _, b := range backups {
-		var m DiskMeta
-		readJSON(strings.TrimSuffix(b, ".qcow2")+".json", &m)
+		m, _ := instance.ReadDiskMeta(strings.TrimSuffix(b, ".qcow2") + ".json")
 		if m.Base == first.Base {
 			oldest = m
 			os.Remove(b)
@@ -291,7 +298,7 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 }
 
 func TestStateVersionFollowsTheImage(t *testing.T) {
-	cases := map[DiskMeta]string{
+	cases := map[instance.DiskMeta]string{
 		{Release: "unstable", Image: "nixos-image-sd-card-26.11pre912345.abcdef01234-aarch64-linux.img.zst"}: "26.11",
 		{Release: "26.05", Image: "nixos-sd-image-26.05.20260601.abcdef0-aarch64-linux.img.zst"}:             "26.05",
 		{Release: "26.05", Image: "odd-name.img.zst"}:                                                        "26.05",

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/rsonpath/armdev/internal/instance"
 )
 
 const debianUBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
@@ -40,10 +42,10 @@ func stuckGuest(t *testing.T) (*fixture, *Workspace) {
 	if err := os.MkdirAll(w.Cfg.StateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", w.p.disk(), "64M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", w.l.Disk(), "64M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v %s", err, out)
 	}
-	if err := w.saveMeta(DiskMeta{Provisioned: true, Release: "26.05", BuildID: 7, Image: "test.img.zst"}); err != nil {
+	if err := w.l.SaveDisk(instance.DiskMeta{Provisioned: true, Release: "26.05", BuildID: 7, Image: "test.img.zst"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.workspace().Kill(context.Background()) })
@@ -59,15 +61,15 @@ func TestStartTimeoutStatusKill(t *testing.T) {
 		t.Fatal("start of a guest that never answers succeeded")
 	}
 	msg := err.Error()
-	if log, _ := os.ReadFile(w.p.serialLog()); !strings.Contains(string(log), "U-Boot") {
+	if log, _ := os.ReadFile(w.l.SerialLog()); !strings.Contains(string(log), "U-Boot") {
 		t.Errorf("the serial log did not catch u-boot's banner:\n%s", log)
 	}
-	for _, want := range []string{"SSH did not answer within 4s (ARMDEV_BOOT_TIMEOUT)", "still running", "last lines of " + w.p.serialLog() + ":\n  "} {
+	for _, want := range []string{"not ready over SSH after 4", "(ARMDEV_BOOT_TIMEOUT=4s)", "still running", "last lines of " + w.l.SerialLog() + ":\n  "} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("timeout error lacks %q:\n%s", want, msg)
 		}
 	}
-	st, err := w.vmState()
+	st, err := w.vm().Status()
 	if err != nil || !st.Running {
 		t.Fatalf("after the timeout the guest should still run: %+v %v", st, err)
 	}
@@ -100,7 +102,7 @@ func TestStartTimeoutStatusKill(t *testing.T) {
 	if syscall.Kill(st.PID, 0) == nil {
 		t.Errorf("QEMU %d still alive after shutdown", st.PID)
 	}
-	if _, err := os.Stat(w.p.pid()); !os.IsNotExist(err) {
+	if _, err := os.Stat(w.l.PIDFile()); !os.IsNotExist(err) {
 		t.Errorf("pid file left: %v", err)
 	}
 }
@@ -117,7 +119,7 @@ func TestStartRefusesATakenPort(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("start on a taken port: %v", err)
 	}
-	if st, _ := w.vmState(); st.Running {
+	if st, _ := w.vm().Status(); st.Running {
 		t.Errorf("QEMU started anyway")
 	}
 }

@@ -1,17 +1,17 @@
 // Package workspace is armdev's orchestration: it ties the configuration,
-// the download, the disk preparation, QEMU and SSH together into the steps
-// the mage targets run, and decides what has to be rebuilt.
+// the download, the disk, QEMU and SSH together into the steps the mage
+// targets run, and decides what has to be rebuilt. What the workspace is on
+// disk (file names, metadata, the lock, the VM handle) lives in
+// internal/instance; this package is what it does.
 package workspace
 
 import (
 	"bufio"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,10 +19,11 @@ import (
 	"golang.org/x/term"
 
 	"github.com/rsonpath/armdev/internal/config"
-	"github.com/rsonpath/armdev/internal/stamp"
+	"github.com/rsonpath/armdev/internal/instance"
+	"github.com/rsonpath/armdev/internal/qemuvm"
 )
 
-// Workspace is one armdev machine: its settings and its state directory.
+// Workspace is one armdev machine: its settings and its state folder.
 type Workspace struct {
 	// Cfg is the validated configuration.
 	Cfg config.Config
@@ -33,7 +34,36 @@ type Workspace struct {
 	// Now tells the time (for backups' names); time.Now by default.
 	Now func() time.Time
 
-	p paths
+	l  instance.Layout
+	hv hypervisor
+	// hostID is the host user's uid and gid (os.Getuid, os.Getgid).
+	hostID func() (uid, gid int)
+}
+
+// hypervisor is how the workspace starts QEMU and reaches its monitor: the
+// real QEMU in production, a fake in unit tests.
+type hypervisor interface {
+	// Probe asks the QEMU binary what it supports.
+	Probe(ctx context.Context, qemu string) (qemuvm.Caps, error)
+	// Start runs QEMU in the background; see qemuvm.Start.
+	Start(ctx context.Context, spec qemuvm.Spec, accel, cpu, logPath string) (qemuvm.Process, error)
+	// DialMonitor connects to QMP.
+	DialMonitor(ctx context.Context, socket string) (qemuvm.Monitor, error)
+}
+
+// qemu is the real hypervisor.
+type qemu struct{}
+
+func (qemu) Probe(ctx context.Context, bin string) (qemuvm.Caps, error) {
+	return qemuvm.ProbeCaps(ctx, bin)
+}
+
+func (qemu) Start(ctx context.Context, spec qemuvm.Spec, accel, cpu, logPath string) (qemuvm.Process, error) {
+	return qemuvm.Start(ctx, spec, accel, cpu, logPath)
+}
+
+func (qemu) DialMonitor(ctx context.Context, socket string) (qemuvm.Monitor, error) {
+	return qemuvm.DialMonitor(ctx, socket)
 }
 
 // Open loads the configuration of the armdev checkout at root from the
@@ -48,7 +78,11 @@ func Open(root string) (*Workspace, error) {
 
 // New returns the workspace for cfg, talking to the process's terminal.
 func New(cfg config.Config) *Workspace {
-	return &Workspace{Cfg: cfg, In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Now: time.Now, p: paths{cfg.StateDir}}
+	return &Workspace{
+		Cfg: cfg, In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Now: time.Now,
+		l: instance.Layout{Dir: cfg.StateDir}, hv: qemu{},
+		hostID: func() (int, int) { return os.Getuid(), os.Getgid() },
+	}
 }
 
 // ArgsFromEnv reads the arguments .just-run passes one variable each
@@ -68,90 +102,40 @@ func ArgsFromEnv(env config.Env) []string {
 	return args
 }
 
-// paths names every file in the state directory.
-type paths struct{ state string }
-
-func (p paths) lock() string           { return filepath.Join(p.state, "hydra-lock.json") }
-func (p paths) downloads() string      { return filepath.Join(p.state, "downloads") }
-func (p paths) bases() string          { return filepath.Join(p.state, "bases") }
-func (p paths) base(key string) string { return filepath.Join(p.bases(), key+".img") }
-func (p paths) disk() string           { return filepath.Join(p.state, "disk.qcow2") }
-func (p paths) diskMeta() string       { return filepath.Join(p.state, "disk.json") }
-func (p paths) backups() string        { return filepath.Join(p.state, "backups") }
-func (p paths) ssh() string            { return filepath.Join(p.state, "ssh") }
-func (p paths) knownHosts() string     { return filepath.Join(p.ssh(), "known_hosts") }
-func (p paths) sshConfig() string      { return filepath.Join(p.ssh(), "config") }
-func (p paths) run() string            { return filepath.Join(p.state, "run") }
-func (p paths) pid() string            { return filepath.Join(p.run(), "qemu.pid") }
-func (p paths) qmp() string            { return filepath.Join(p.run(), "qmp.sock") }
-func (p paths) serial() string         { return filepath.Join(p.run(), "serial.sock") }
-func (p paths) serialLog() string      { return filepath.Join(p.state, "logs", "serial.log") }
-func (p paths) qemuLog() string        { return filepath.Join(p.state, "logs", "qemu.log") }
-func (p paths) provisionLog() string   { return filepath.Join(p.state, "logs", "provision.log") }
-func (p paths) runInfo() string        { return filepath.Join(p.run(), "vm.json") }
-func (p paths) stamp(name string) string {
-	return filepath.Join(p.state, "stamps", name)
+// lock takes the workspace lock for op, waiting (and saying so) while
+// another armdev holds it.
+func (w *Workspace) lock(ctx context.Context, op string) (*instance.Lock, error) {
+	return w.l.Acquire(ctx, op, true, func(s string) { fmt.Fprintln(w.Err, s) })
 }
 
-// DiskMeta describes the working disk: where it came from and what was
-// done to it. It is kept next to the disk as disk.json.
-type DiskMeta struct {
-	// BaseKey names the prepared base image the overlay sits on.
-	BaseKey string `json:"base_key"`
-	// Base is the base image's path.
-	Base string `json:"base"`
-	// Release, BuildID and Image say which Hydra build the base came from.
-	Release string `json:"release"`
-	BuildID int    `json:"build_id"`
-	Image   string `json:"image"`
-	// Created is when the overlay was made.
-	Created time.Time `json:"created"`
-	// Provisioned is set once the first boot applied our configuration and
-	// the "provisioned" snapshot exists.
-	Provisioned   bool      `json:"provisioned"`
-	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
-	// AppliedConfig is the digest of share/etc/nixos when it was last applied.
-	AppliedConfig string `json:"applied_config,omitempty"`
-	// RepinHostKey lets the next SSH contact pin a new host key: set when
-	// armdev itself made or reset the disk.
-	RepinHostKey bool `json:"repin_host_key,omitempty"`
+// vm is the handle on this workspace's QEMU, with the sockets of the run
+// record when there is one.
+func (w *Workspace) vm() instance.VM {
+	rec, _, _ := w.l.LoadRun()
+	v := w.l.VM(rec)
+	v.DialMonitor = w.hv.DialMonitor
+	return v
 }
 
-func readJSON(path string, v any) error {
-	data, err := os.ReadFile(path)
+// unknownDiskError explains a disk whose metadata is gone.
+func (w *Workspace) unknownDiskError(wd instance.WorkingDisk) error {
+	return fmt.Errorf("the working disk %s has no readable metadata (%v): run `just arm-dev-init`, which asks before making a new disk and keeps this one as a backup", w.l.Disk(), wd.MetaErr)
+}
+
+// provisioned returns the metadata of a provisioned working disk, or an
+// error that says what to run.
+func (w *Workspace) provisioned() (instance.DiskMeta, error) {
+	wd, err := w.l.LoadDisk()
 	if err != nil {
-		return err
+		return instance.DiskMeta{}, err
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("read %s: %w (delete it to start over)", path, err)
+	switch {
+	case wd.State == instance.UnknownDisk:
+		return instance.DiskMeta{}, w.unknownDiskError(wd)
+	case wd.State == instance.NoDisk || !wd.Meta.Provisioned:
+		return instance.DiskMeta{}, errors.New("there is no provisioned disk yet: run `just arm-dev-init` first")
 	}
-	return nil
-}
-
-func writeJSON(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return stamp.WriteFileAtomic(path, append(data, '\n'), 0o644)
-}
-
-// meta reads disk.json; ok is false when there is no working disk.
-func (w *Workspace) meta() (m DiskMeta, ok bool, err error) {
-	if err := readJSON(w.p.diskMeta(), &m); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return DiskMeta{}, false, nil
-		}
-		return DiskMeta{}, false, err
-	}
-	if _, err := os.Stat(w.p.disk()); err != nil {
-		return DiskMeta{}, false, nil
-	}
-	return m, true, nil
-}
-
-func (w *Workspace) saveMeta(m DiskMeta) error {
-	return writeJSON(w.p.diskMeta(), m)
+	return wd.Meta, nil
 }
 
 // isTerminal reports whether f is an interactive terminal.
@@ -180,4 +164,8 @@ func (w *Workspace) confirm(question string) (bool, error) {
 
 func (w *Workspace) say(format string, args ...any) {
 	fmt.Fprintf(w.Out, format+"\n", args...)
+}
+
+func (w *Workspace) warn(format string, args ...any) {
+	fmt.Fprintf(w.Err, format+"\n", args...)
 }
