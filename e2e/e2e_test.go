@@ -4,22 +4,17 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rsonpath/armdev/internal/harness"
-	"github.com/rsonpath/armdev/internal/workspace"
+	"github.com/rsonpath/armdev/internal/testguest"
 )
 
 func repoRoot(t *testing.T) string {
@@ -32,7 +27,10 @@ func repoRoot(t *testing.T) string {
 }
 
 // TestEndToEnd: init (download → prepare → provision) → start → status →
-// commands over SSH → shutdown → start → kill → reset → start.
+// the guest as provisioned → a second workspace beside it → commands over
+// SSH → the shared folder → update and tidy → the dev shell → console →
+// OpenSSH → shutdown → start → kill (also without a pid file) → reset →
+// start → a changed host key.
 func TestEndToEnd(t *testing.T) {
 	if os.Getenv("ARMDEV_E2E") != "1" {
 		t.Skip("set ARMDEV_E2E=1 to boot the aarch64 stand-in guest (see README)")
@@ -40,7 +38,7 @@ func TestEndToEnd(t *testing.T) {
 	if missing := harness.Prerequisites(); len(missing) > 0 {
 		t.Fatalf("ARMDEV_E2E=1 but prerequisites are missing:\n%s", strings.Join(missing, "\n"))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 25*time.Minute)
 	defer cancel()
 	h, err := harness.New(ctx, repoRoot(t), t.TempDir(), testWriter{t})
 	if err != nil {
@@ -48,6 +46,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer h.Close()
 	t.Cleanup(func() { h.Just(context.Background(), nil, "arm-dev-kill") })
+	logCmdlineOnFailure(t, h)
 
 	must := func(r harness.Result, what string) harness.Result {
 		t.Helper()
@@ -81,7 +80,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("port %d listens on %v, want only 127.0.0.1", h.Port, addrs)
 	}
 	r = must(h.Just(ctx, nil, "arm-dev-status"), "arm-dev-status")
-	for _, want := range []string{"running", fmt.Sprintf("127.0.0.1:%d", h.Port), "Hydra build", "applied"} {
+	for _, want := range []string{"running", fmt.Sprintf("127.0.0.1:%d", h.Port), "Hydra build", "applied", "devshell: none"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, r.Stdout)
 		}
@@ -91,9 +90,30 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(r.Stdout, "already running") {
 		t.Errorf("second start: %s", r)
 	}
+	// The same workspace through another spelling of its state folder.
+	link := filepath.Join(t.TempDir(), "state-link")
+	if err := os.Symlink(h.State, link); err != nil {
+		t.Fatal(err)
+	}
+	h.Extra = []string{"ARMDEV_STATE_DIR=" + link}
+	r = must(h.Just(ctx, nil, "arm-dev-status"), "status through a symlinked state folder")
+	h.Extra = nil
+	if !strings.Contains(r.Stdout, "guest:   running") {
+		t.Errorf("through a symlink the running guest is not seen:\n%s", r.Stdout)
+	}
+	if _, err := os.Stat(h.PIDFile()); err != nil {
+		t.Errorf("status through a symlink lost the pid file: %v", err)
+	}
 
-	// A second workspace runs side by side: its own state, its own port.
+	provisionedAsNixOSWould(t, h, ssh)
+
+	// A second workspace runs side by side: its own state, its own port,
+	// its own user, and its own identity in its own guest.
 	sideBySide(t, ctx, h)
+	r = must(h.Just(ctx, nil, "arm-dev-status"), "status after the second workspace")
+	if !strings.Contains(r.Stdout, "config:  share/etc/nixos applied") {
+		t.Errorf("the second workspace changed the first one's applied configuration:\n%s", r.Stdout)
+	}
 
 	// commands over SSH: architecture, exit status, quoting, stdin.
 	if r = must(ssh("uname", "-m"), "uname"); strings.TrimSpace(r.Stdout) != "aarch64" {
@@ -112,29 +132,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("commands run in %q, want /rsonpath", r.Stdout)
 	}
 
-	// the shared folder, both ways.
-	hostNote := fmt.Sprintf("from the host %d\n", time.Now().UnixNano())
-	if err := os.WriteFile(filepath.Join(h.Share, "host-note.txt"), []byte(hostNote), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if r = must(ssh("cat", "/rsonpath/host-note.txt"), "read shared file"); r.Stdout != hostNote {
-		t.Errorf("guest read %q, want %q", r.Stdout, hostNote)
-	}
-	must(ssh("sh", "-c", "uname -m > /rsonpath/guest-note.txt"), "write shared file")
-	if data, err := os.ReadFile(filepath.Join(h.Share, "guest-note.txt")); err != nil || string(data) != "aarch64\n" {
-		t.Errorf("host read %q, %v", data, err)
-	}
-	if st, err := os.Stat(filepath.Join(h.Share, "guest-note.txt")); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != workspace.GuestUID() {
-		t.Errorf("a file the guest made in /rsonpath should belong to uid %d on the host: %v %v", workspace.GuestUID(), st, err)
-	}
+	sharedFolder(t, h, ssh)
 
 	// update and tidy run the guest's tools as the guest user through sudo.
 	must(h.Just(ctx, nil, "arm-dev-update"), "arm-dev-update")
 	must(h.Just(ctx, nil, "arm-dev-tidy"), "arm-dev-tidy")
-	calls := standinCalls(t, ssh)
 	// provisioning: root's switch; update: armdev's sudo, then a root switch;
 	// tidy: armdev's nix-env, then root's nix-env and nix-store through sudo.
-	want := []string{
+	wantCalls(t, nixCalls(standinCalls(t, ssh)), []string{
 		"uid=0 user=root cmd=nixos-rebuild args=switch",
 		"user=armdev cmd=sudo args=nixos-rebuild switch",
 		"uid=0 user=root cmd=nixos-rebuild args=switch",
@@ -143,38 +148,17 @@ func TestEndToEnd(t *testing.T) {
 		"uid=0 user=root cmd=nix-env args=--profile /nix/var/nix/profiles/system --delete-generations +2",
 		"user=armdev cmd=sudo args=nix-store --gc",
 		"uid=0 user=root cmd=nix-store args=--gc",
-	}
-	var got []string
-	for _, c := range calls {
-		if !strings.Contains(c, "cmd=nix-shell") {
-			got = append(got, c)
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("stand-in calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	} else {
-		for i := range want {
-			if !strings.HasSuffix(got[i], want[i]) {
-				t.Errorf("stand-in call %d = %q, want it to end with %q", i, got[i], want[i])
-			}
-		}
-	}
+	})
+	updateNeedsTheShare(t, ctx, h, ssh)
 
-	// an interactive shell through tmux lands in /rsonpath, inside
-	// nix-shell when the project has a shell.nix, and echoes.
-	if err := os.WriteFile(filepath.Join(h.Share, "shell.nix"), []byte("{ }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	interactive(t, ctx, h, "just arm-dev-ssh", "exit")
-	if got := filter(standinCalls(t, ssh), "cmd=nix-shell"); len(got) != 1 || !strings.Contains(got[0], "user=armdev") {
-		t.Errorf("the interactive shell should enter nix-shell once as armdev: %q", got)
-	}
-	// the serial console: a root shell on ttyAMA0 in the stand-in; Ctrl-] detaches.
-	interactive(t, ctx, h, "just arm-dev-console", "C-]")
+	devShell(t, ctx, h, ssh)
+
+	// the serial console: a shell on ttyAMA0 in the stand-in; Ctrl-] detaches.
+	interactive(t, ctx, h, "just arm-dev-console", "C-]", nil)
 
 	// the generated config works with the system's OpenSSH client.
 	must(h.Just(ctx, nil, "arm-dev-ssh-config"), "arm-dev-ssh-config")
-	cfg := filepath.Join(h.State, "ssh", "config")
+	cfg := h.Layout().SSHConfig()
 	if r = must(h.Command(ctx, nil, "ssh", "-F", cfg, "armdev", "uname -m"), "ssh -F"); strings.TrimSpace(r.Stdout) != "aarch64" {
 		t.Errorf("ssh -F: %s", r)
 	}
@@ -215,6 +199,21 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("stale pid file not removed")
 	}
 
+	// A guest whose pid file is gone is still found, by its name and disk.
+	must(h.Just(ctx, nil, "arm-dev"), "arm-dev for the lost pid file")
+	pid = h.PID()
+	if err := os.Remove(h.PIDFile()); err != nil {
+		t.Fatal(err)
+	}
+	r = must(h.Just(ctx, nil, "arm-dev-status"), "status without a pid file")
+	if !strings.Contains(r.Stdout, fmt.Sprintf("running (pid %d, found by its name and disk", pid)) {
+		t.Errorf("status without a pid file:\n%s", r.Stdout)
+	}
+	r = must(h.Just(ctx, nil, "arm-dev-kill"), "kill without a pid file")
+	if alive(pid) || !strings.Contains(r.Stdout, fmt.Sprintf("killed QEMU (pid %d", pid)) {
+		t.Errorf("kill without a pid file: alive=%v\n%s", alive(pid), r)
+	}
+
 	// reset needs a yes, then returns to the provisioned state.
 	h.Extra = []string{"ARMDEV_YES=0"}
 	if r = h.Just(ctx, nil, "arm-dev-reset"); r.Code == 0 {
@@ -232,7 +231,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// a different host key on the guest's port is refused, with the reason.
-	knownHosts := filepath.Join(h.State, "ssh", "known_hosts")
+	knownHosts := h.Layout().KnownHosts()
 	pinned, err := os.ReadFile(knownHosts)
 	if err != nil {
 		t.Fatal(err)
@@ -257,223 +256,98 @@ func TestEndToEnd(t *testing.T) {
 	must(h.Just(ctx, nil, "arm-dev-shutdown"), "final shutdown")
 }
 
-func countRequests(h *harness.Harness, part string) int {
-	n := 0
-	for _, r := range h.Hydra.Requests() {
-		if strings.HasPrefix(r, "GET ") && strings.Contains(r, part) {
-			n++
-		}
-	}
-	return n
-}
-
-// listeners returns the local addresses listening on TCP port.
-func listeners(t *testing.T, port int) []string {
+// provisionedAsNixOSWould checks the guest after provisioning for what the
+// real image would keep if armdev got it wrong: root's empty password, the
+// installer's password-less user, its configuration.nix on the disk; and
+// that the guest user is declared for this host user.
+func provisionedAsNixOSWould(t *testing.T, h *harness.Harness, ssh func(...string) harness.Result) {
 	t.Helper()
-	var addrs []string
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(file)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || fields[3] != "0A" { // LISTEN
-				continue
-			}
-			host, p, ok := strings.Cut(fields[1], ":")
-			if n, err := strconv.ParseInt(p, 16, 32); !ok || err != nil || int(n) != port {
-				continue
-			}
-			addrs = append(addrs, procAddr(host))
-		}
-		f.Close()
+	if r := ssh("sudo", "grep", "^root:", "/etc/shadow"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "root:!:") {
+		t.Errorf("root's shadow entry after provisioning should be locked (root:!:…): %s", r)
 	}
-	return addrs
+	if r := ssh("grep", "^nixos:", "/etc/passwd"); r.Code != 1 {
+		t.Errorf("the installer's nixos account survived provisioning: %s", r)
+	}
+	// The disk under the /etc/nixos mount no longer holds the installer's
+	// configuration.nix.
+	r := ssh("sudo", "sh", "-c", "mkdir -p /run/armdev-disk && mount -o bind / /run/armdev-disk && ls -A /run/armdev-disk/etc/nixos; s=$?; umount /run/armdev-disk; exit $s")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "" {
+		t.Errorf("the guest's own /etc/nixos should be empty after provisioning: %s", r)
+	}
+	id := h.Identity()
+	if r := ssh("id", "-u"); strings.TrimSpace(r.Stdout) != strconv.Itoa(id.UID) {
+		t.Errorf("the guest user's uid is %q, want %d (%+v)", r.Stdout, id.UID, id)
+	}
+	if r := ssh("id", "-un"); strings.TrimSpace(r.Stdout) != id.User {
+		t.Errorf("logged in as %q, want %s", r.Stdout, id.User)
+	}
+	if _, err := os.Stat(filepath.Join(h.NixOS, "armdev-local.nix")); err == nil {
+		t.Errorf("armdev wrote into the shared configuration folder")
+	}
 }
 
-// procAddr turns /proc/net/tcp's little-endian hex address into text.
-func procAddr(hexAddr string) string {
-	if len(hexAddr) != 8 {
-		return "[" + hexAddr + "]"
-	}
-	b := make(net.IP, 4)
-	for i := range 4 {
-		v, _ := strconv.ParseUint(hexAddr[2*i:2*i+2], 16, 8)
-		b[3-i] = byte(v)
-	}
-	return b.String()
-}
-
-// standinCalls reads the guest stand-ins' call log.
-func standinCalls(t *testing.T, ssh func(...string) harness.Result) []string {
+// sharedFolder checks /rsonpath both ways: the guest reads what the host
+// wrote, edits an existing host file and creates a new one, both of which
+// stay the host user's; shared writable mmap works (cache=mmap).
+func sharedFolder(t *testing.T, h *harness.Harness, ssh func(...string) harness.Result) {
 	t.Helper()
-	r := ssh("cat", "/var/log/armdev-standin.log")
-	if r.Code != 0 {
-		t.Fatalf("read stand-in log: %s", r)
+	owner := os.Getuid()
+	if owner == 0 {
+		owner = h.Identity().UID // QEMU as root stores the guest's uid
 	}
-	return strings.Split(strings.TrimSpace(r.Stdout), "\n")
-}
-
-func filter(lines []string, part string) []string {
-	var out []string
-	for _, l := range lines {
-		if strings.Contains(l, part) {
-			out = append(out, l)
+	hostNote := fmt.Sprintf("from the host %d\n", time.Now().UnixNano())
+	existing := filepath.Join(h.Share, "host-note.txt")
+	if err := os.WriteFile(existing, []byte(hostNote), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(existing, owner, -1); err != nil {
+		t.Fatal(err)
+	}
+	if r := ssh("cat", "/rsonpath/host-note.txt"); r.Stdout != hostNote {
+		t.Errorf("guest read %q, want %q (%s)", r.Stdout, hostNote, r)
+	}
+	if r := ssh("sh", "-c", "echo edited in the guest >> /rsonpath/host-note.txt && uname -m > /rsonpath/guest-note.txt"); r.Code != 0 {
+		t.Errorf("the guest user cannot write the host user's files: %s", r)
+	}
+	if data, err := os.ReadFile(existing); err != nil || string(data) != hostNote+"edited in the guest\n" {
+		t.Errorf("host reads %q, %v after the guest's edit", data, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(h.Share, "guest-note.txt")); err != nil || string(data) != "aarch64\n" {
+		t.Errorf("host read %q, %v", data, err)
+	}
+	for _, name := range []string{"host-note.txt", "guest-note.txt"} {
+		if uid := fileUID(t, filepath.Join(h.Share, name)); uid != owner {
+			t.Errorf("%s belongs to uid %d on the host, want %d", name, uid, owner)
 		}
 	}
-	return out
+	if r := ssh(testguest.MmapWriteProgram, "/rsonpath/mmap.txt", "written through MAP_SHARED"); r.Code != 0 {
+		t.Errorf("shared writable mmap on /rsonpath: %s", r)
+	}
+	if data, err := os.ReadFile(filepath.Join(h.Share, "mmap.txt")); err != nil || string(data) != "written through MAP_SHARED" {
+		t.Errorf("host reads %q, %v from the mmap write", data, err)
+	}
 }
 
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// a zombie is not alive
-		if f := strings.Fields(string(data)); len(f) > 2 && f[2] == "Z" {
-			return false
-		}
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
-// startDecoy runs a copy of sleep named armdev-guest: same process name as
-// our QEMU, but not ours.
-func startDecoy(t *testing.T) *exec.Cmd {
+// updateNeedsTheShare: with /etc/nixos unmounted in the guest, update
+// refuses (a switch would apply what the guest's disk holds there), and
+// runs again once the share is back.
+func updateNeedsTheShare(t *testing.T, ctx context.Context, h *harness.Harness, ssh func(...string) harness.Result) {
 	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Fatal(err)
+	if r := ssh("sudo", "umount", "/etc/nixos"); r.Code != 0 {
+		t.Fatalf("unmount /etc/nixos in the guest: %s", r)
 	}
-	data, err := os.ReadFile(sleep)
-	if err != nil {
-		t.Fatal(err)
+	before := len(filter(standinCalls(t, ssh), "cmd=nixos-rebuild"))
+	r := h.Just(ctx, nil, "arm-dev-update")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "/etc/nixos in the guest is not armdev's configuration share") {
+		t.Errorf("update without the share: %s", r)
 	}
-	bin := filepath.Join(t.TempDir(), "armdev-guest")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
+	if after := len(filter(standinCalls(t, ssh), "cmd=nixos-rebuild")); after != before {
+		t.Errorf("update without the share ran nixos-rebuild (%d calls, was %d)", after, before)
 	}
-	cmd := exec.Command(bin, "600")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if r := ssh("sudo", "mount", "/etc/nixos"); r.Code != 0 {
+		t.Fatalf("mount /etc/nixos again: %s", r)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) != "armdev-guest" {
-		t.Fatalf("decoy's name is %q", comm)
+	if r := h.Just(ctx, nil, "arm-dev-update"); r.Code != 0 {
+		t.Errorf("update with the share back: %s", r)
 	}
-	return cmd
-}
-
-// interactive runs command in a tmux pane, waits for a prompt, types a
-// command and reads its answer, then leaves with the keys in quit.
-func interactive(t *testing.T, ctx context.Context, h *harness.Harness, command, quit string) {
-	t.Helper()
-	session := fmt.Sprintf("armdev-e2e-%d", os.Getpid())
-	env := []string{}
-	for _, kv := range h.Env() {
-		if strings.HasPrefix(kv, "ARMDEV_") || strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "GO") {
-			env = append(env, "-e", kv)
-		}
-	}
-	args := append([]string{"new-session", "-d", "-s", session, "-x", "120", "-y", "30"}, env...)
-	args = append(args, "-c", h.Root, command+"; echo ARMDEV-SESSION-ENDED status=$?; sleep 600")
-	if r := h.Command(ctx, nil, "tmux", args...); r.Code != 0 {
-		t.Fatalf("tmux: %s", r)
-	}
-	defer h.Command(context.Background(), nil, "tmux", "kill-session", "-t", session)
-	capture := func() string {
-		return h.Command(ctx, nil, "tmux", "capture-pane", "-p", "-t", session).Stdout
-	}
-	waitFor := func(what string, re *regexp.Regexp) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !re.MatchString(capture()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no %s; screen:\n%s", command, what, capture())
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	if strings.Contains(command, "console") {
-		// the console shows what is already on it; ask for a fresh prompt
-		h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "Enter")
-	}
-	waitFor("prompt", regexp.MustCompile(`[$#] ?\s*$`))
-	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "echo typed-$((6*7)) on $(uname -m) in $(pwd)", "Enter")
-	waitFor("echo of the typed command", regexp.MustCompile(`(?m)^typed-42 on aarch64 in /\S*\s*$`))
-	if strings.Contains(command, "ssh") && !regexp.MustCompile(`(?m)^typed-42 on aarch64 in /rsonpath\s*$`).MatchString(capture()) {
-		t.Errorf("the shell did not land in /rsonpath:\n%s", capture())
-	}
-	h.Command(ctx, nil, "tmux", "send-keys", "-t", session, quit)
-	if quit == "exit" {
-		h.Command(ctx, nil, "tmux", "send-keys", "-t", session, "Enter")
-	}
-	waitFor("end of the session", regexp.MustCompile(`ARMDEV-SESSION-ENDED status=0`))
-}
-
-// sideBySide checks a second workspace next to the running one: a taken
-// port is named, a failed provisioning keeps the disk and names its log,
-// and a rerun provisions; the first guest keeps running throughout.
-func sideBySide(t *testing.T, ctx context.Context, h *harness.Harness) {
-	t.Helper()
-	h2, err := h.Sibling(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Just(context.Background(), nil, "arm-dev-kill")
-
-	h2.Extra = []string{fmt.Sprintf("ARMDEV_SSH_PORT=%d", h.Port)}
-	r := h2.Just(ctx, nil, "arm-dev-init")
-	if r.Code == 0 || !strings.Contains(r.Stderr, fmt.Sprintf("SSH port %d on 127.0.0.1 is in use: set ARMDEV_SSH_PORT", h.Port)) {
-		t.Errorf("a taken port: %s", r)
-	}
-	h2.Extra = nil
-
-	conf := filepath.Join(h2.NixOS, "configuration.nix")
-	good, err := os.ReadFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(conf, append([]byte("# armdev-standin-fail\n"), good...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r = h2.Just(ctx, nil, "arm-dev-init")
-	if r.Code == 0 || !strings.Contains(r.Stderr, "provisioning failed") || !strings.Contains(r.Stderr, "provision.log") {
-		t.Errorf("a failing provisioning: %s", r)
-	}
-	if _, err := os.Stat(filepath.Join(h2.State, "disk.qcow2")); err != nil {
-		t.Errorf("the disk was not kept for inspection: %v", err)
-	}
-	if alive(h2.PID()) {
-		t.Errorf("the failed provisioning left its guest running")
-	}
-	if err := os.WriteFile(conf, good, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r = h2.Just(ctx, nil, "arm-dev-init")
-	if r.Code != 0 || !strings.Contains(r.Stdout, "provisioned") {
-		t.Errorf("rerun after a failed provisioning: %s", r)
-	}
-	log, _ := os.ReadFile(filepath.Join(h2.State, "logs", "provision.log"))
-	if n := strings.Count(string(log), "=== provisioning"); n != 2 || !strings.Contains(string(log), "armdev: provisioning done") {
-		t.Errorf("provision.log should hold a failed and a successful run:\n%s", log)
-	}
-	// the first workspace's guest was not disturbed
-	if r := h.Just(ctx, nil, "arm-dev-ssh", "true"); r.Code != 0 {
-		t.Errorf("the first guest stopped answering: %s", r)
-	}
-}
-
-// testWriter sends harness output to the test log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
