@@ -60,13 +60,9 @@ func guestFigures(ctx context.Context, out io.Writer, work string, opts Options)
 	if r := h.Command(ctx, nil, "go", "run", "mage.go", "-compile", bin); r.Code != 0 {
 		return fmt.Errorf("compile targets: %s", r)
 	}
+	t := targets{h: h, bin: bin}
 	run := func(target string, extra ...string) (harness.Result, error) {
-		h.Extra = extra
-		r := h.Command(ctx, nil, bin, target)
-		if r.Code != 0 {
-			return r, fmt.Errorf("%s: %s", target, r)
-		}
-		return r, nil
+		return t.run(ctx, target, extra...)
 	}
 	if _, err := run("init"); err != nil {
 		return err
@@ -115,6 +111,12 @@ func guestFigures(ctx context.Context, out io.Writer, work string, opts Options)
 	fmt.Fprintf(out, "boot_seed_flags_seconds: %.1f\n", minOf(seed).Seconds())
 	fmt.Fprintf(out, "boot_ratio_vs_seed_flags: %.2f\n", minOf(ours).Seconds()/minOf(seed).Seconds())
 	fmt.Fprintf(out, "ready_after_sshd_seconds: %.2f\n", minOf(ready).Seconds())
+
+	// The dev shell's figures while the guest's cache is still cold: the
+	// reset below would empty it anyway.
+	if err := sshFigures(ctx, out, t, opts.Root); err != nil {
+		return err
+	}
 
 	r, err := run("reset", "ARMDEV_YES=1")
 	if err != nil {
