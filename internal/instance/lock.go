@@ -32,10 +32,21 @@ func (e *BusyError) Error() string {
 // lockPoll is how often a waiting Acquire tries again.
 const lockPoll = 100 * time.Millisecond
 
+// unnamedHolder stands for a holder that has not written its name.
+const unnamedHolder = "pid ?"
+
+// nameWait bounds how long Acquire waits for a holder to name itself. A
+// holder writes its name just after it takes the lock and empties the file
+// just before it lets go, so an empty file is a moment's state: reporting
+// it would say "pid ?" where a pid was a millisecond away.
+const nameWait = time.Second
+
 // Acquire takes the workspace lock for op (the target's name). When another
 // armdev holds it: with wait, it says once "waiting for another armdev in
 // this workspace (pid N: op)" through say and waits until the lock is free or
-// ctx ends; without wait it returns a *BusyError at once.
+// ctx ends; without wait it returns a *BusyError at once. Either way a holder
+// that has taken the lock but not yet written its name gets up to nameWait
+// to do so, so that the holder is named rather than "pid ?".
 func (l Layout) Acquire(ctx context.Context, op string, wait bool, say func(string)) (*Lock, error) {
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock the workspace: %w", err)
@@ -45,6 +56,7 @@ func (l Layout) Acquire(ctx context.Context, op string, wait bool, say func(stri
 		return nil, fmt.Errorf("lock the workspace: %w", err)
 	}
 	said := false
+	var unnamedSince time.Time // when the holder was first seen without a name
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -55,6 +67,18 @@ func (l Layout) Acquire(ctx context.Context, op string, wait bool, say func(stri
 			return nil, fmt.Errorf("lock the workspace (%s): %w", l.LockFile(), err)
 		}
 		holder := l.holder()
+		if holder == unnamedHolder && ctx.Err() == nil {
+			if unnamedSince.IsZero() {
+				unnamedSince = time.Now()
+			}
+			if time.Since(unnamedSince) < nameWait {
+				select { // then try the lock, and the name, again
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
+			}
+		}
 		if !wait {
 			f.Close()
 			return nil, &BusyError{Holder: holder}
@@ -78,14 +102,14 @@ func (l Layout) Acquire(ctx context.Context, op string, wait bool, say func(stri
 	return &Lock{f: f}, nil
 }
 
-// holder reads who holds the lock; "pid ?" when the holder has not written
-// its name yet.
+// holder reads who holds the lock; unnamedHolder when the holder has not
+// written its name yet.
 func (l Layout) holder() string {
 	data, err := os.ReadFile(l.LockFile())
 	if h := strings.TrimSpace(string(data)); err == nil && h != "" {
 		return h
 	}
-	return "pid ?"
+	return unnamedHolder
 }
 
 // Release gives the lock up.
