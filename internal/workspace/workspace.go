@@ -38,6 +38,9 @@ type Workspace struct {
 	hv hypervisor
 	// hostID is the host user's uid and gid (os.Getuid, os.Getgid).
 	hostID func() (uid, gid int)
+	// authGrace is how long the boot wait lets the guest refuse the key
+	// (guestssh.Options.AuthGrace; 0 is guestssh's default). Tests shorten it.
+	authGrace time.Duration
 }
 
 // hypervisor is how the workspace starts QEMU and reaches its monitor: the
