@@ -18,13 +18,14 @@ import (
 func (w *Workspace) sshOptions(user string, rec instance.RunRecord, repin bool) (guestssh.Options, error) {
 	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
-		return guestssh.Options{}, fmt.Errorf("workspace key: %w", err)
+		return guestssh.Options{}, err
 	}
 	kh := guestssh.KnownHosts{Path: w.l.KnownHosts()}
 	addr := fmt.Sprintf("127.0.0.1:%d", rec.SSHPort)
 	return guestssh.Options{
 		Addr: addr, User: user, Key: key, HostKey: kh.Callback(repin),
 		HostKeyAlgorithms: kh.HostKeyAlgorithms(addr), Timeout: 20 * time.Second, KeepAlive: 30 * time.Second,
+		AuthGrace: w.authGrace,
 	}, nil
 }
 
@@ -238,7 +239,7 @@ func (w *Workspace) Tidy(ctx context.Context) error {
 func (w *Workspace) SSHConfig(ctx context.Context) error {
 	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
-		return fmt.Errorf("workspace key: %w", err)
+		return err
 	}
 	user := w.Cfg.User
 	if m, err := w.provisioned(); err == nil {
@@ -256,7 +257,7 @@ func (w *Workspace) SSHConfig(ctx context.Context) error {
 	}
 	cfg := w.l.SSHConfig()
 	if err := guestssh.WriteConfig(cfg, block); err != nil {
-		return fmt.Errorf("ssh config: %w", err)
+		return err
 	}
 	w.say("wrote %s", cfg)
 	w.say("  ssh -F %q armdev", cfg)

@@ -40,7 +40,7 @@ func (w *Workspace) Image(ctx context.Context) error {
 	}
 	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
-		return fmt.Errorf("workspace key: %w", err)
+		return err
 	}
 	lock, err := w.resolve(ctx)
 	if err != nil {
@@ -111,7 +111,7 @@ func (w *Workspace) resolve(ctx context.Context) (fetch.Lock, error) {
 	h := fetch.Hydra{BaseURL: w.Cfg.HydraURL, Client: &http.Client{Timeout: 60 * time.Second}}
 	lock, err = h.Resolve(ctx, w.Cfg.Release)
 	if err != nil {
-		return fetch.Lock{}, fmt.Errorf("resolve image: %w", err)
+		return fetch.Lock{}, err
 	}
 	if err := fetch.WriteLock(w.l.HydraLock(), lock); err != nil {
 		return fetch.Lock{}, err
@@ -142,7 +142,7 @@ func (w *Workspace) download(ctx context.Context, lock fetch.Lock) (string, erro
 	w.say("downloading %s (%s)", lock.FileName, progress.Bytes(lock.Size))
 	err := fetch.Download(ctx, lock, dest, fetch.DownloadOptions{Progress: w.Err, Terminal: isTerminal(w.Err)})
 	if err != nil {
-		return "", fmt.Errorf("download image: %w", err)
+		return "", err
 	}
 	return dest, st.Record(lock.SHA256)
 }

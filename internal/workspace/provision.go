@@ -177,7 +177,7 @@ func stateVersion(m instance.DiskMeta) string {
 func (w *Workspace) identity(m instance.DiskMeta) (guestuser.Identity, []byte, error) {
 	key, err := guestssh.EnsureKey(w.l.SSHDir())
 	if err != nil {
-		return guestuser.Identity{}, nil, fmt.Errorf("workspace key: %w", err)
+		return guestuser.Identity{}, nil, err
 	}
 	uid, gid := w.hostID()
 	id := guestuser.For(uid, gid, w.Cfg.User)
