@@ -215,6 +215,11 @@ func Kill(ctx context.Context, pidFile, disk, name string) (KillResult, error) {
 	}
 	// The pid file named the guest (by content or by its lock). A SIGKILLed QEMU
 	// cannot remove it; nobody holds it any more unless a new QEMU has started.
+	// The killed process's lock can outlast it by a moment (its files are
+	// closed as it is torn down), so that lock is waited out first.
+	if err := waitLockReleased(ctx, pidFile, st.PID); err != nil {
+		return res, err
+	}
 	if _, held, err := PIDFileHolder(pidFile); err != nil || held {
 		return res, err
 	}
@@ -222,6 +227,26 @@ func Kill(ctx context.Context, pidFile, disk, name string) (KillResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// lockRelease bounds how long a dead process's pid-file lock is waited out.
+const lockRelease = time.Second
+
+// waitLockReleased waits, up to lockRelease, until pid no longer holds
+// pidFile's lock.
+func waitLockReleased(ctx context.Context, pidFile string, pid int) error {
+	deadline := time.Now().Add(lockRelease)
+	for {
+		holder, held, err := PIDFileHolder(pidFile)
+		if err != nil || !held || holder != pid || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // sigkillPID sends SIGKILL to pid if ours confirms, just before, that it is our

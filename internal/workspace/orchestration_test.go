@@ -52,7 +52,7 @@ func TestStartStatusKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.lines("kill", fmt.Sprintf("killed QEMU (pid %d)", pid))
-	r.killed("kill")
+	r.stopped("kill")
 	if err := r.run((*Workspace).Kill); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestShutdown(t *testing.T) {
 				t.Errorf("the guest ran %q", r.ran())
 			}
 			if slices.Contains(tc.steps, killing) {
-				r.killed("shutdown")
+				r.stopped("shutdown")
 			} else {
 				r.stopped("shutdown")
 			}
@@ -531,7 +531,7 @@ func TestReset(t *testing.T) {
 	}
 	r.lines("reset", "stopping the guest first", fmt.Sprintf("killed QEMU (pid %d)", pid),
 		"reset to the state provisioned on "+m.ProvisionedAt.Local().Format(time.DateTime)+": discarded every change")
-	r.killed("reset")
+	r.stopped("reset")
 	if !r.meta().RepinHostKey {
 		t.Error("after a reset the guest's new host key must be accepted once")
 	}

@@ -312,31 +312,6 @@ func (r *rig) stopped(what string) {
 	}
 }
 
-// killed is stopped for a guest that was SIGKILLed, which may leave a stale
-// pid file: a killed process's lock on it can outlive the process by a
-// moment (a thread being created as the signal lands still holds its
-// descriptors), and qemuvm.Kill then keeps the file (about one kill in 300
-// here). Once that moment has passed, no process holds the file.
-func (r *rig) killed(what string) {
-	r.t.Helper()
-	r.gone(what)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		holder, held, err := qemuvm.PIDFileHolder(r.l().PIDFile())
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if !held {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Errorf("%s: process %d still holds the pid file", what, holder)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // gone checks that the guest does not run and its run record is gone.
 func (r *rig) gone(what string) {
 	r.t.Helper()
