@@ -34,10 +34,8 @@ func WriteConfig(path string, c ConfigBlock) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write ssh config: %w", err)
 	}
-	if err := writeFileAtomic(path, []byte(text), 0o644); err != nil {
-		return fmt.Errorf("write ssh config: %w", err)
-	}
-	return nil
+	// The atomic write names the file and what failed.
+	return writeFileAtomic(path, []byte(text), 0o644)
 }
 
 func (c ConfigBlock) render() (string, error) {

@@ -194,8 +194,7 @@ func TestErrorsNameTheirOperationOnce(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:      "write ssh config: ",
-			elsewhere: "guestssh.WriteConfig wraps atomicfile's \"write PATH: …\" in \"write ssh config: \""},
+			want: "write %CONFIG%: "},
 		{name: "Hydra unreachable", state: freshDisk, run: (*Workspace).Image,
 			setup: func(t *testing.T, r *rig) {
 				r.env["ARMDEV_HYDRA_URL"] = fmt.Sprintf("http://127.0.0.1:%d", qemutest.FreePort(t))
@@ -249,7 +248,7 @@ func TestErrorsNameTheirOperationOnce(t *testing.T) {
 			}
 			msg := err.Error()
 			want := strings.NewReplacer("%DISK%", r.l().Disk(), "%PORT%", r.env["ARMDEV_SSH_PORT"],
-				"%LOG%", r.l().ProvisionLog(), "%KEY%", r.key.PrivatePath).Replace(tc.want)
+				"%LOG%", r.l().ProvisionLog(), "%KEY%", r.key.PrivatePath, "%CONFIG%", r.l().SSHConfig()).Replace(tc.want)
 			if !strings.Contains(msg, want) {
 				t.Errorf("error %q\nlacks %q", msg, want)
 			}
