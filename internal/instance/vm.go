@@ -80,7 +80,7 @@ func (v VM) PowerOff(ctx context.Context, pid int, wait time.Duration, say func(
 	}
 	say("asking QEMU to quit (QMP quit)")
 	if err := v.monitor(ctx, func(m qemuvm.Monitor) error { return m.Quit(ctx) }); err != nil {
-		say(fmt.Sprintf("QEMU refused to quit (%v)", err))
+		say(fmt.Sprintf("QEMU did not quit (%v)", err))
 	} else if exited(quitWait) {
 		return nil
 	} else {

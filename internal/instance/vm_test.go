@@ -86,7 +86,7 @@ func TestVMPowerOff(t *testing.T) {
 	quit := "asking QEMU to quit (QMP quit)"
 	notWithin := "the guest did not power off within 200ms"
 	kill := "killing QEMU"
-	refused := "QEMU refused to quit (QMP quit: quit refused (qemutest.Behaviour.RefuseQuit) (GenericError))"
+	refused := "QEMU did not quit (QMP quit: quit refused (qemutest.Behaviour.RefuseQuit) (GenericError))"
 	noDial := errors.New("no monitor here")
 	for _, tc := range []struct {
 		name  string
@@ -103,9 +103,9 @@ func TestVMPowerOff(t *testing.T) {
 		{name: "monitor cannot be dialled", vm: func(v *VM) {
 			v.DialMonitor = func(context.Context, string) (qemuvm.Monitor, error) { return nil, noDial }
 		}, steps: []string{"pressing the power button (QMP system_powerdown)", "the power button did not work (no monitor here)",
-			quit, "QEMU refused to quit (no monitor here)", kill}},
+			quit, "QEMU did not quit (no monitor here)", kill}},
 		{name: "monitor socket gone", vm: func(v *VM) { v.QMPSocket += ".gone" },
-			steps: []string{button, "the power button did not work (connect to QMP: ", quit, "QEMU refused to quit (connect to QMP: ", kill}},
+			steps: []string{button, "the power button did not work (connect to QMP: ", quit, "QEMU did not quit (connect to QMP: ", kill}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v, spec := fakeVM(t, qemutest.New(t, tc.b))
