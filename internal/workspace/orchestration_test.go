@@ -14,6 +14,7 @@ import (
 	"github.com/rsonpath/armdev/internal/guestssh/sshtest"
 	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/qemuvm/qemutest"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 func TestStartStatusKill(t *testing.T) {
@@ -243,7 +244,7 @@ func TestShutdown(t *testing.T) {
 		noSSH    = "SSH unavailable (connect to the guest: ssh to 127.0.0.1:"
 		button   = "pressing the power button (QMP system_powerdown)"
 		quit     = "asking QEMU to quit (QMP quit)"
-		refused  = "QEMU refused to quit (QMP quit: quit refused"
+		refused  = "QEMU did not quit (QMP quit: quit refused"
 		killing  = "killing QEMU"
 		off      = "the guest is off"
 		poweroff = "armdev: sudo poweroff"
@@ -652,7 +653,7 @@ func TestSSHConfig(t *testing.T) {
 	r.start()
 	// The port the running guest was started with, not today's setting.
 	port := r.env["ARMDEV_SSH_PORT"]
-	r.env["ARMDEV_SSH_PORT"] = fmt.Sprint(qemutest.FreePort(t))
+	r.env["ARMDEV_SSH_PORT"] = fmt.Sprint(testutil.Port(t))
 	if err := r.run((*Workspace).SSHConfig); err != nil {
 		t.Fatal(err)
 	}
