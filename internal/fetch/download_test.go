@@ -9,12 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rsonpath/armdev/internal/fakehydra"
 	"github.com/rsonpath/armdev/internal/fetch"
+
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 const imageSize = 3<<20 + 12345 // a few MiB, not a multiple of any buffer
@@ -240,7 +241,7 @@ func TestDownloadWrongSize(t *testing.T) {
 func TestDownloadCorruptPartialStartsOver(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{Ranges: true})
 	f.writePartial(t, randomBytes(t, 1<<20), 1<<20)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	if err := f.download(t.Context(), fetch.DownloadOptions{Progress: &out}); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func TestDownloadCancelKeepsPartialForResume(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{StallAt: stall})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	errc := make(chan error, 1)
 	go func() {
 		errc <- f.download(ctx, fetch.DownloadOptions{Progress: &out, Terminal: true, Interval: 5 * time.Millisecond})
@@ -352,7 +353,7 @@ func TestDownloadPlainProgress(t *testing.T) {
 	f := newFixture(t, fakehydra.Options{StallAt: stall})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	errc := make(chan error, 1)
 	go func() {
 		errc <- f.download(ctx, fetch.DownloadOptions{Progress: &out, Interval: 5 * time.Millisecond})
@@ -395,24 +396,6 @@ func TestVerify(t *testing.T) {
 	if err := fetch.Verify(filepath.Join(dir, "missing"), 5, sha(data)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Verify of a missing file: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A partial file whose server does not answer is kept, and the error says

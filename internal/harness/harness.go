@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/rsonpath/armdev/internal/guestuser"
 	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/testguest"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // Release is the NixOS release the fake Hydra serves the stand-in under.
@@ -123,7 +123,7 @@ func layout(root, dir string, hydra *fakehydra.Server, log io.Writer) (*Harness,
 		return nil, fmt.Errorf("copy guest configuration: %w", err)
 	}
 	var err error
-	if h.Port, err = FreePort(); err != nil {
+	if h.Port, err = testutil.FreePort(); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -134,16 +134,6 @@ func (h *Harness) Close() {
 	if h.Hydra != nil && !h.shared {
 		h.Hydra.Close()
 	}
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Env is the environment every call gets: the workspace's settings on top

@@ -7,31 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/rsonpath/armdev/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // echoServer accepts one connection on a unix socket and echoes it upper-cased,
 // until closed; received gets everything it read.
-func echoServer(t *testing.T) (sock string, received *syncBuffer, conns <-chan net.Conn) {
+func echoServer(t *testing.T) (sock string, received *testutil.SyncBuffer, conns <-chan net.Conn) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "serial.sock")
 	l, err := net.Listen("unix", sock)
@@ -39,7 +22,7 @@ func echoServer(t *testing.T) (sock string, received *syncBuffer, conns <-chan n
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	received = &syncBuffer{}
+	received = &testutil.SyncBuffer{}
 	ch := make(chan net.Conn, 1)
 	go func() {
 		c, err := l.Accept()
@@ -70,7 +53,7 @@ func TestAttachDetach(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- Attach(t.Context(), sock, r, out) }()
 
@@ -101,7 +84,7 @@ func TestAttachGuestCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- Attach(t.Context(), sock, r, out) }()
 	c := <-conns

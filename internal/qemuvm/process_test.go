@@ -3,7 +3,6 @@ package qemuvm
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rsonpath/armdev/internal/fetch"
 	"golang.org/x/sys/unix"
+
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // The test binary doubles as a fake guest: run with fakeGuestEnv=1 (through a
@@ -142,31 +144,11 @@ func exists(path string) bool {
 	return err == nil
 }
 
-func holdPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestPortFree(t *testing.T) {
-	if err := PortFree(freePort(t)); err != nil {
+	if err := PortFree(testutil.Port(t)); err != nil {
 		t.Errorf("free port: %v", err)
 	}
-	port := holdPort(t)
+	port := testutil.HeldPort(t)
 	err := PortFree(port)
 	var pe *PortInUseError
 	if !errors.As(err, &pe) || pe.Port != port {
@@ -178,7 +160,7 @@ func TestPortFree(t *testing.T) {
 	}
 }
 
-const uboot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+const uboot = fetch.DebianUBootPath
 
 // realSpec prepares a guest with the real QEMU and u-boot and an empty disk, in a
 // folder whose name needs QEMU's comma escaping. It returns the spec and the path
@@ -210,7 +192,7 @@ func realSpecIn(t *testing.T, dir string) (Spec, string) {
 	spec := Spec{
 		QEMU: qemu, UBoot: uboot, Disk: disk,
 		ShareDir: filepath.Join(dir, "repo"), NixConfigDir: filepath.Join(dir, "nixos"),
-		CPUs: 1, MemoryMiB: 256, SSHPort: freePort(t),
+		CPUs: 1, MemoryMiB: 256, SSHPort: testutil.Port(t),
 		PIDFile: filepath.Join(dir, "qemu.pid"), QMPSocket: filepath.Join(dir, "qmp.sock"),
 		SerialSocket: filepath.Join(dir, "serial.sock"), SerialLog: filepath.Join(dir, "serial.log"),
 	}
@@ -466,7 +448,7 @@ func TestDevicesNeedNoROM(t *testing.T) {
 // clear error.
 func TestStartPortInUse(t *testing.T) {
 	spec, qemuLog := realSpec(t)
-	spec.SSHPort = holdPort(t)
+	spec.SSHPort = testutil.HeldPort(t)
 
 	_, err := Start(t.Context(), spec, "tcg", "max", qemuLog)
 	var pe *PortInUseError
@@ -555,7 +537,7 @@ func TestStartRefusals(t *testing.T) {
 		t.Errorf("Start without a disk = %v", err)
 	}
 	port := spec
-	port.SSHPort = holdPort(t)
+	port.SSHPort = testutil.HeldPort(t)
 	var pe *PortInUseError
 	if _, err := Start(t.Context(), port, "tcg", "max", qemuLog); !errors.As(err, &pe) {
 		t.Errorf("Start on a taken port = %v", err)

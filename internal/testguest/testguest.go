@@ -41,11 +41,12 @@ import (
 	"time"
 
 	"github.com/rsonpath/armdev/internal/disk"
+	"github.com/rsonpath/armdev/internal/fetch"
 )
 
 // UBoot is where Debian's u-boot-qemu package puts the u-boot the guest
 // boots through (qemu-system-aarch64 -bios UBoot).
-const UBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+const UBoot = fetch.DebianUBootPath
 
 // RootPartitionOffset is the byte offset of the ext4 root partition
 // (partition 2, sector 77824), the same as in the NixOS SD image.

@@ -14,6 +14,7 @@ import (
 	"github.com/rsonpath/armdev/internal/guestssh/sshtest"
 	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/qemuvm/qemutest"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // words are a segment's words for comparison: lower case, without quotes,
@@ -197,7 +198,7 @@ func TestErrorsNameTheirOperationOnce(t *testing.T) {
 			want: "write %CONFIG%: "},
 		{name: "Hydra unreachable", state: freshDisk, run: (*Workspace).Image,
 			setup: func(t *testing.T, r *rig) {
-				r.env["ARMDEV_HYDRA_URL"] = fmt.Sprintf("http://127.0.0.1:%d", qemutest.FreePort(t))
+				r.env["ARMDEV_HYDRA_URL"] = fmt.Sprintf("http://127.0.0.1:%d", testutil.Port(t))
 			},
 			want: "resolve release 26.05: "},
 		{name: "download fails its check", state: freshDisk, run: (*Workspace).Image,

@@ -23,6 +23,7 @@ import (
 	"github.com/rsonpath/armdev/internal/instance"
 	"github.com/rsonpath/armdev/internal/qemuvm"
 	"github.com/rsonpath/armdev/internal/qemuvm/qemutest"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // The orchestration tests run the workspace's targets for real against a
@@ -85,7 +86,7 @@ func newRig(t *testing.T, state int) *rig {
 	r.fake = qemutest.New(t, qemutest.Behaviour{SSH: r.sshd.Addr()})
 	r.env = map[string]string{
 		"ARMDEV_QEMU": r.fake.Path, "ARMDEV_QEMU_IMG": "qemu-img", "ARMDEV_UBOOT": r.write("u-boot.bin", "u-boot"),
-		"ARMDEV_SSH_PORT": fmt.Sprint(qemutest.FreePort(t)), "ARMDEV_CPUS": "1", "ARMDEV_MEMORY": "256M",
+		"ARMDEV_SSH_PORT": fmt.Sprint(testutil.Port(t)), "ARMDEV_CPUS": "1", "ARMDEV_MEMORY": "256M",
 		"ARMDEV_BOOT_TIMEOUT": "20s", "ARMDEV_SHUTDOWN_TIMEOUT": "1s",
 	}
 	w := r.ws()

@@ -10,10 +10,12 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/rsonpath/armdev/internal/fetch"
 	"github.com/rsonpath/armdev/internal/instance"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
-const debianUBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+const debianUBoot = fetch.DebianUBootPath
 
 // stuckGuest is a workspace whose "provisioned" disk is empty: real QEMU
 // and u-boot start, but nothing ever answers SSH.
@@ -26,12 +28,7 @@ func stuckGuest(t *testing.T) (*fixture, *Workspace) {
 		t.Skip("u-boot-qemu not installed")
 	}
 	f := &fixture{t: t, root: t.TempDir()}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.Port(t)
 	f.write("share/etc/nixos/configuration.nix", "{ ... }: { }\n", 0o644)
 	f.write("init/.keep", "", 0o644)
 	f.env = map[string]string{

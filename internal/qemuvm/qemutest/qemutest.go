@@ -38,7 +38,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +48,7 @@ import (
 	"time"
 
 	"github.com/rsonpath/armdev/internal/qemuvm"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // BehaviourFile is the file, next to the path a fake runs as, that says how
@@ -261,7 +261,7 @@ func (f *Fake) Spec(t testing.TB) qemuvm.Spec {
 	}
 	return qemuvm.Spec{
 		QEMU: f.Path, UBoot: filepath.Join(dir, "u-boot.bin"), Disk: filepath.Join(dir, "disk.qcow2"),
-		CPUs: 1, MemoryMiB: 256, SSHPort: FreePort(t),
+		CPUs: 1, MemoryMiB: 256, SSHPort: testutil.Port(t),
 		PIDFile: filepath.Join(dir, "qemu.pid"), QMPSocket: filepath.Join(dir, "qmp.sock"),
 		SerialSocket: filepath.Join(dir, "serial.sock"), SerialLog: filepath.Join(dir, "serial.log"),
 	}
@@ -284,16 +284,4 @@ func Start(t testing.TB, spec qemuvm.Spec) qemuvm.Process {
 		t.Fatalf("start the fake QEMU: %v\nQEMU command line to reproduce:\n%s\nits output:\n%s", err, p.Cmdline, out)
 	}
 	return p
-}
-
-// FreePort returns a port on 127.0.0.1 that nothing listens on right now,
-// for a guest's SSH forward.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
