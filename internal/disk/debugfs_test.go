@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -97,7 +96,7 @@ func TestTreeFiles(t *testing.T) {
 
 func TestInjectTree(t *testing.T) {
 	needTool(t, "debugfs")
-	ctx := context.Background()
+	ctx := t.Context()
 	img := makeSDImage(t, 96<<20)
 	root, err := RootPartition(img)
 	if err != nil {
@@ -189,7 +188,7 @@ func TestInjectTree(t *testing.T) {
 
 func TestInjectOverwrite(t *testing.T) {
 	needTool(t, "debugfs")
-	ctx := context.Background()
+	ctx := t.Context()
 	img := makeSDImage(t, 96<<20)
 	const off = nixosRootOffset
 	first := []File{{GuestPath: "/etc/nixos/configuration.nix", Data: []byte("{ old }\n"), Mode: 0o600, UID: 5}}
@@ -221,7 +220,7 @@ func TestInjectOverwrite(t *testing.T) {
 
 func TestInjectFailsLoudly(t *testing.T) {
 	needTool(t, "debugfs")
-	ctx := context.Background()
+	ctx := t.Context()
 	img := makeSDImage(t, 56<<20) // an 18 MiB filesystem
 	const off = nixosRootOffset
 

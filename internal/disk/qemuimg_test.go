@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +29,7 @@ func TestOverlayAndSnapshots(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not available")
 	}
-	ctx := context.Background()
+	ctx := t.Context()
 	dir := t.TempDir()
 	t.Chdir(dir)
 	if err := os.WriteFile("base.img", nil, 0o644); err != nil {

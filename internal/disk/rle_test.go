@@ -2,7 +2,6 @@ package disk
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -438,7 +437,7 @@ func TestDecompressZstdChecksumMismatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			dst := filepath.Join(dir, "out.img")
-			err := DecompressZstd(context.Background(), src, dst, nil)
+			err := DecompressZstd(t.Context(), src, dst, nil)
 			if !errors.Is(err, zstd.ErrCRCMismatch) {
 				t.Fatalf("got %v, want zstd.ErrCRCMismatch", err)
 			}

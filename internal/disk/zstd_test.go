@@ -37,7 +37,7 @@ func TestDecompressZstdRoundTrip(t *testing.T) {
 	}
 	var calls int
 	var lastDone, lastTotal int64
-	err := DecompressZstd(context.Background(), zst, dst, func(done, total int64) {
+	err := DecompressZstd(t.Context(), zst, dst, func(done, total int64) {
 		calls++
 		if done < lastDone {
 			t.Errorf("progress went back from %d to %d", lastDone, done)
@@ -67,7 +67,7 @@ func TestDecompressZstdCancel(t *testing.T) {
 	_, zst := compressedSDImage(t, t.TempDir())
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "out.img")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	cancelled := false
 	err := DecompressZstd(ctx, zst, dst, func(done, total int64) {
@@ -112,7 +112,7 @@ func TestDecompressZstdTruncatedFile(t *testing.T) {
 	if err := os.WriteFile(dst, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := DecompressZstd(context.Background(), bad, dst, nil); err == nil {
+	if err := DecompressZstd(t.Context(), bad, dst, nil); err == nil {
 		t.Fatal("truncated input decompressed without error")
 	}
 	if got, err := os.ReadFile(dst); err != nil || string(got) != "old" {
@@ -137,7 +137,7 @@ func TestSparseWriterUnaligned(t *testing.T) {
 	}
 	want[len(want)-1] = 1
 	want[300000] = 7
-	w := newSparseWriter(context.Background(), f)
+	w := newSparseWriter(t.Context(), f)
 	for rest, n := want, 1; len(rest) > 0; n = n*3 + 1 {
 		k := min(n, len(rest))
 		if got, err := w.Write(rest[:k]); err != nil || got != k {
@@ -179,7 +179,7 @@ func TestSparseWriterWriteError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	w := newSparseWriter(context.Background(), f)
+	w := newSparseWriter(t.Context(), f)
 	data := bytes.Repeat([]byte{1}, 1<<20)
 	var werr error
 	// The writing goroutine's error reaches Write within a few batches.

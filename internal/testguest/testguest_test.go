@@ -158,7 +158,7 @@ func TestBuild(t *testing.T) {
 	if err := Prerequisites(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
 	res, err := Build(ctx, Options{Log: &log})
@@ -362,17 +362,17 @@ func firstLines(s string, n int) string {
 
 func TestLockDirExcludes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
-	unlock, err := lockDir(context.Background(), path)
+	unlock, err := lockDir(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	if _, err := lockDir(ctx, path); err == nil {
 		t.Fatal("a second lock was granted while the first was held")
 	}
 	unlock()
-	unlock2, err := lockDir(context.Background(), path)
+	unlock2, err := lockDir(t.Context(), path)
 	if err != nil {
 		t.Fatalf("lock after unlock: %v", err)
 	}

@@ -110,7 +110,7 @@ func (f *fixture) workspace() *Workspace {
 func (f *fixture) image() error {
 	f.t.Helper()
 	f.out.Reset()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(f.t.Context(), 2*time.Minute)
 	defer cancel()
 	return f.workspace().Image(ctx)
 }
@@ -139,7 +139,7 @@ func TestImageBuildsInjectsAndOverlays(t *testing.T) {
 		t.Fatalf("bases: %v", f.bases())
 	}
 	base := f.bases()[0]
-	ctx := context.Background()
+	ctx := t.Context()
 	part, err := disk.RootPartition(base)
 	if err != nil || part.Start != 39845888 {
 		t.Fatalf("root partition %+v %v", part, err)
@@ -245,7 +245,7 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 	if len(backups) != 1 {
 		t.Errorf("backups: %v", backups)
 	}
-	if info, err := disk.ImageInfo(context.Background(), "qemu-img", backups[0]); err != nil || info.BackingFile != first.Base {
+	if info, err := disk.ImageInfo(t.Context(), "qemu-img", backups[0]); err != nil || info.BackingFile != first.Base {
 		t.Errorf("backup lost its base: %+v %v", info, err)
 	}
 
@@ -282,7 +282,7 @@ func TestImageRebuildsOnlyOnRealChange(t *testing.T) {
 		t.Fatalf("no backup of the first disk")
 	}
 	f.out.Reset()
-	if err := f.workspace().Clean(context.Background()); err != nil {
+	if err := f.workspace().Clean(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(f.out.String(), "freed") {

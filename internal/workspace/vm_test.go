@@ -51,7 +51,7 @@ func stuckGuest(t *testing.T) (*fixture, *Workspace) {
 
 func TestStartTimeoutStatusKill(t *testing.T) {
 	f, w := stuckGuest(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	err := w.Start(ctx)
 	if err == nil {
@@ -111,7 +111,7 @@ func TestStartRefusesATakenPort(t *testing.T) {
 		t.Skipf("port went away: %v", err)
 	}
 	defer l.Close()
-	err = w.Start(context.Background())
+	err = w.Start(t.Context())
 	want := fmt.Sprintf("SSH port %s on 127.0.0.1 is in use: set ARMDEV_SSH_PORT to a free port", f.env["ARMDEV_SSH_PORT"])
 	if err == nil || err.Error() != want {
 		t.Errorf("start on a taken port: %v", err)
@@ -124,7 +124,7 @@ func TestStartRefusesATakenPort(t *testing.T) {
 func TestMissingQEMUIsOneClearLine(t *testing.T) {
 	f, _ := stuckGuest(t)
 	f.env["ARMDEV_QEMU"] = "qemu-system-aarch64-missing"
-	err := f.workspace().Start(context.Background())
+	err := f.workspace().Start(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "qemu-system-aarch64-missing was not found on PATH: install") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("missing qemu: %v", err)
 	}
