@@ -5,7 +5,6 @@ package workspace
 // folder has two spellings, and when a run is killed.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,26 +24,8 @@ import (
 	"github.com/rsonpath/armdev/internal/config"
 	"github.com/rsonpath/armdev/internal/disk"
 	"github.com/rsonpath/armdev/internal/instance"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
-
-// outBuffer collects a workspace's output; a target writes it from its own
-// goroutine while the test reads it.
-type outBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *outBuffer) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *outBuffer) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
 
 // workspaceWith opens the fixture's workspace with env overriding the
 // fixture's settings and out taking both outputs. Unlike f.workspace it
@@ -147,7 +128,7 @@ func TestParallelImageRunsLeaveCleanBases(t *testing.T) {
 	for round := range rounds {
 		state := filepath.Join(t.TempDir(), "state")
 		env := map[string]string{"ARMDEV_STATE_DIR": state}
-		var outs [2]outBuffer
+		var outs [2]testutil.SyncBuffer
 		var errs [2]error
 		runs := [2]*Workspace{f.workspaceWith(t, &outs[0], env), f.workspaceWith(t, &outs[1], env)}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -225,7 +206,7 @@ func TestBasePreparationsDoNotShareAPartialFile(t *testing.T) {
 	}
 	const key, authorized = "sharedkey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheRace test"
 	for round := range 3 {
-		var outs [2]outBuffer
+		var outs [2]testutil.SyncBuffer
 		var errs [2]error
 		start := make(chan struct{})
 		var wg sync.WaitGroup
@@ -308,7 +289,7 @@ func TestKilledRunLeftoverNeverBecomesABase(t *testing.T) {
 	for k, v := range f.env {
 		env = append(env, k+"="+v)
 	}
-	var childOut outBuffer
+	var childOut testutil.SyncBuffer
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, &childOut, &childOut
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the stand-in debugfs dies with it
 	if err := cmd.Start(); err != nil {

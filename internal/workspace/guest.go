@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rsonpath/armdev/internal/atomicfile"
 	"github.com/rsonpath/armdev/internal/devshell"
 	"github.com/rsonpath/armdev/internal/guestssh"
 	"github.com/rsonpath/armdev/internal/instance"
@@ -201,11 +200,7 @@ func (w *Workspace) Update(ctx context.Context) error {
 	if err := runChecked(ctx, c, "nixos-rebuild switch", "sudo nixos-rebuild switch", nil, w.Out, w.Err); err != nil {
 		return fmt.Errorf("%w: see the output above", err)
 	}
-	m.AppliedConfig, m.GuestUser = digest, id.User
-	if err := w.l.SaveDisk(m); err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(w.l.Identity(), identity, 0o644); err != nil {
+	if err := w.applied(m, id, digest, identity); err != nil {
 		return err
 	}
 	w.say("configuration applied")

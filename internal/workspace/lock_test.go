@@ -17,6 +17,7 @@ import (
 
 	"github.com/rsonpath/armdev/internal/fakehydra"
 	"github.com/rsonpath/armdev/internal/instance"
+	"github.com/rsonpath/armdev/internal/testutil"
 )
 
 // holdFor is how long a target must keep waiting while the lock is held:
@@ -122,7 +123,7 @@ func TestStateChangingTargetsWaitForTheLock(t *testing.T) {
 			t.Parallel()
 			state := filepath.Join(t.TempDir(), "state")
 			holder := hold(t, state, "init")
-			var out outBuffer
+			var out testutil.SyncBuffer
 			done := runAsync(t.Context(), f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state}), tc.run)
 			want := waitingLine("init")
 			eventually(t, tc.op+" says it waits", 10*time.Second, func() bool { return strings.Contains(out.String(), want) })
@@ -162,7 +163,7 @@ func TestWaitingNamesTheHolderEvenWhenItIsSlowToSay(t *testing.T) {
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
-	var out outBuffer
+	var out testutil.SyncBuffer
 	done := runAsync(t.Context(), f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state}), (*Workspace).Clean)
 	stillRunning(t, done, "clean")
 	if _, err := lf.WriteAt([]byte("pid 4242: init\n"), 0); err != nil {
@@ -186,7 +187,7 @@ func TestKillRefusesAtOnceWhileLocked(t *testing.T) {
 	f := newFixture(t)
 	state := filepath.Join(t.TempDir(), "state")
 	holder := hold(t, state, "start")
-	var out outBuffer
+	var out testutil.SyncBuffer
 	w := f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state})
 	err := result(t, runAsync(t.Context(), w, (*Workspace).Kill), "kill", 5*time.Second)
 	var busy *instance.BusyError
@@ -222,7 +223,7 @@ func TestReadOnlyTargetsIgnoreTheLock(t *testing.T) {
 			t.Parallel()
 			state := filepath.Join(t.TempDir(), "state")
 			hold(t, state, "init")
-			var out outBuffer
+			var out testutil.SyncBuffer
 			w := f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state})
 			_ = result(t, runAsync(t.Context(), w, run), name, 10*time.Second) // in an empty workspace some fail; none may wait
 			if strings.Contains(out.String(), "waiting") {
@@ -246,7 +247,7 @@ func TestTargetsStopWaitingWhenCancelled(t *testing.T) {
 			t.Parallel()
 			state := filepath.Join(t.TempDir(), "state")
 			holder := hold(t, state, "update")
-			var out outBuffer
+			var out testutil.SyncBuffer
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			done := runAsync(ctx, f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state}), tc.run)
@@ -284,7 +285,7 @@ func TestLockIsFreeAfterEveryTarget(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			state := filepath.Join(t.TempDir(), "state")
-			var out outBuffer
+			var out testutil.SyncBuffer
 			w := f.workspaceWith(t, &out, map[string]string{"ARMDEV_STATE_DIR": state})
 			// Cancelled first, while there is work to do: image fails then.
 			_ = result(t, runAsync(cancelled, w, run), name+" with a cancelled context", 2*time.Minute)
@@ -306,7 +307,7 @@ func TestImageCancelledMidwayFreesTheLock(t *testing.T) {
 	h.SetOptions(fakehydra.Options{StallAt: 4096})
 	state := filepath.Join(t.TempDir(), "state")
 	env := map[string]string{"ARMDEV_STATE_DIR": state, "ARMDEV_HYDRA_URL": h.URL()}
-	var out outBuffer
+	var out testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := runAsync(ctx, f.workspaceWith(t, &out, env), (*Workspace).Image)
@@ -321,7 +322,7 @@ func TestImageCancelledMidwayFreesTheLock(t *testing.T) {
 	lockIsFree(t, state, "image cancelled midway")
 
 	h.SetOptions(fakehydra.Options{})
-	var next outBuffer
+	var next testutil.SyncBuffer
 	if err := f.workspaceWith(t, &next, env).Image(t.Context()); err != nil {
 		t.Fatalf("image after the cancelled one: %v\n%s", err, next.String())
 	}

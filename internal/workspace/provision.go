@@ -121,15 +121,23 @@ func (w *Workspace) Provision(ctx context.Context) error {
 	if err := disk.Snapshot(ctx, w.Cfg.QEMUImg, w.l.Disk(), instance.ProvisionedSnapshot); err != nil {
 		return err
 	}
-	m.Provisioned, m.ProvisionedAt, m.GuestUser, m.AppliedConfig, m.RepinHostKey = true, w.Now().UTC(), id.User, digest, false
-	if err := w.l.SaveDisk(m); err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(w.l.Identity(), identity, 0o644); err != nil {
+	m.Provisioned, m.ProvisionedAt, m.RepinHostKey = true, w.Now().UTC(), false
+	if err := w.applied(m, id, digest, identity); err != nil {
 		return err
 	}
 	w.say("provisioned: `just arm-dev` starts the guest, `just arm-dev-ssh` logs in")
 	return nil
+}
+
+// applied records that the guest runs the configuration of digest with
+// identity id: in the disk's metadata, and the identity's copy in the state
+// folder.
+func (w *Workspace) applied(m instance.DiskMeta, id guestuser.Identity, digest string, identity []byte) error {
+	m.AppliedConfig, m.GuestUser = digest, id.User
+	if err := w.l.SaveDisk(m); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(w.l.Identity(), identity, 0o644)
 }
 
 // runProvisioning uploads the identity and runs the provisioning script as
