@@ -78,7 +78,8 @@ func (w *Workspace) Image(ctx context.Context) error {
 }
 
 // checkDiskSize refuses an ARMDEV_DISK_SIZE below imageSize, the image's
-// size (or a lower bound of it, which what qualifies).
+// size, or a lower bound of it (what then says so, as in "more than its
+// download's").
 func (w *Workspace) checkDiskSize(imageSize int64, what string) error {
 	if w.Cfg.DiskSize == 0 || w.Cfg.DiskSize >= imageSize {
 		return nil
