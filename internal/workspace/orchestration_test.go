@@ -725,3 +725,38 @@ func TestSocketsOfADeepStateFolder(t *testing.T) {
 	r.lines("shutdown", "pressing the power button", "the guest is off")
 	r.stopped("shutdown")
 }
+
+// Issue 9 §10: when the one-time permission to pin a new host key cannot be
+// cleared after the first contact, the command says so instead of leaving
+// the next forged key welcome.
+func TestFailedRepinClearIsReported(t *testing.T) {
+	if os.Getuid() == 0 {
+		t.Skip("root writes into a read-only folder anyway")
+	}
+	r := newRig(t, provisionedDisk)
+	r.start()
+	if err := r.run((*Workspace).Shutdown); err != nil {
+		t.Fatal(err)
+	}
+	// Start again with the permission set (as after reset), but unable to
+	// save the metadata that clears it.
+	m := r.meta()
+	m.RepinHostKey = true
+	if err := r.l().SaveDisk(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(r.l().Dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(r.l().Dir, 0o755) })
+	err := r.run((*Workspace).Start)
+	if err == nil || !strings.Contains(err.Error(), "record the pinned host key: ") {
+		t.Errorf("start with an unsavable repin flag: %v", err)
+	}
+	if err := os.Chmod(r.l().Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !r.meta().RepinHostKey {
+		t.Fatal("the flag should still be set: it could not be saved")
+	}
+}
