@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rsonpath/armdev/internal/harness"
+	"github.com/rsonpath/armdev/internal/instance"
 )
 
 // logCmdlineOnFailure prints, when the test fails, the QEMU command line
@@ -168,7 +169,7 @@ func startDecoy(t *testing.T) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "armdev-guest")
+	bin := filepath.Join(t.TempDir(), instance.GuestName)
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func startDecoy(t *testing.T) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) != "armdev-guest" {
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) != instance.GuestName {
 		t.Fatalf("decoy's name is %q", comm)
 	}
 	return cmd
