@@ -28,19 +28,6 @@ func (w *Workspace) sshOptions(user string, rec instance.RunRecord, repin bool) 
 	}, nil
 }
 
-// runRecord is how the running VM was started; without a record, the
-// configured port.
-func (w *Workspace) runRecord() (instance.RunRecord, error) {
-	rec, ok, err := w.l.LoadRun()
-	if err != nil {
-		return rec, err
-	}
-	if !ok {
-		rec.SSHPort = w.Cfg.SSHPort
-	}
-	return rec, nil
-}
-
 // connect returns an SSH connection to the running guest as its user, or
 // an error that says what to do.
 func (w *Workspace) connect(ctx context.Context) (*guestssh.Client, instance.DiskMeta, error) {
@@ -48,16 +35,16 @@ func (w *Workspace) connect(ctx context.Context) (*guestssh.Client, instance.Dis
 	if err != nil {
 		return nil, m, err
 	}
-	st, err := w.vm().Status()
+	vm, rec, recErr := w.guest()
+	st, err := vm.Status()
 	if err != nil {
 		return nil, m, err
 	}
 	if !st.Running {
 		return nil, m, errors.New("the guest is not running: start it with `just arm-dev`")
 	}
-	rec, err := w.runRecord()
-	if err != nil {
-		return nil, m, err
+	if recErr != nil {
+		return nil, m, recErr
 	}
 	opts, err := w.sshOptions(m.User(), rec, m.RepinHostKey)
 	if err != nil {
@@ -241,10 +228,9 @@ func (w *Workspace) SSHConfig(ctx context.Context) error {
 		user = m.User()
 	}
 	port := w.Cfg.SSHPort
-	if st, _ := w.vm().Status(); st.Running {
-		if rec, err := w.runRecord(); err == nil {
-			port = rec.SSHPort
-		}
+	vm, rec, recErr := w.guest()
+	if st, _ := vm.Status(); st.Running && recErr == nil {
+		port = rec.SSHPort
 	}
 	block := guestssh.ConfigBlock{
 		Host: "armdev", HostName: "127.0.0.1", Port: port, User: user,

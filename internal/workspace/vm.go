@@ -28,12 +28,12 @@ func (w *Workspace) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := w.vm().Status()
+	vm, rec, _ := w.guest()
+	st, err := vm.Status()
 	if err != nil {
 		return err
 	}
 	if st.Running {
-		rec, _ := w.runRecord()
 		w.say("the guest is already running (pid %d); SSH on 127.0.0.1:%d", st.PID, rec.SSHPort)
 		return nil
 	}
@@ -158,7 +158,8 @@ func (w *Workspace) Shutdown(ctx context.Context) error {
 		return err
 	}
 	defer lk.Release()
-	st, err := w.vm().Status()
+	vm, rec, recErr := w.guest()
+	st, err := vm.Status()
 	if err != nil {
 		return err
 	}
@@ -166,9 +167,8 @@ func (w *Workspace) Shutdown(ctx context.Context) error {
 		w.say("the guest is not running")
 		return w.l.ClearRun()
 	}
-	rec, err := w.runRecord()
-	if err != nil {
-		return err
+	if recErr != nil {
+		return recErr
 	}
 	rec.PID = st.PID // the pid file may be gone (found by scan)
 	// A hung guest accepts TCP (QEMU does) but never answers: bound the try.
@@ -221,23 +221,24 @@ func (w *Workspace) kill(ctx context.Context) error {
 
 // Console attaches the terminal to the serial console.
 func (w *Workspace) Console(ctx context.Context) error {
-	st, err := w.vm().Status()
+	vm := w.vm()
+	st, err := vm.Status()
 	if err != nil {
 		return err
 	}
 	if !st.Running {
 		return errors.New("the guest is not running: start it with `just arm-dev`")
 	}
-	return qemuvm.Attach(ctx, w.vm().SerialSocket, w.In, w.Out)
+	return qemuvm.Attach(ctx, vm.SerialSocket, w.In, w.Out)
 }
 
 // Status prints what the workspace is doing. It changes nothing.
 func (w *Workspace) Status(ctx context.Context) error {
-	st, err := w.vm().Status()
+	vm, rec, _ := w.guest()
+	st, err := vm.Status()
 	if err != nil {
 		return err
 	}
-	rec, _ := w.runRecord()
 	wd, err := w.l.LoadDisk()
 	if err != nil {
 		return err

@@ -111,12 +111,23 @@ func (w *Workspace) lock(ctx context.Context, op string) (*instance.Lock, error)
 	return w.l.Acquire(ctx, op, true, func(s string) { fmt.Fprintln(w.Err, s) })
 }
 
-// vm is the handle on this workspace's QEMU, with the sockets of the run
-// record when there is one.
-func (w *Workspace) vm() instance.VM {
-	rec, _, _ := w.l.LoadRun()
+// guest reads the run record once and returns the handle on this
+// workspace's QEMU (with the record's sockets) and how it was started
+// (without a record, the configured port). The handle is usable even when
+// the record is not: err is the record's.
+func (w *Workspace) guest() (instance.VM, instance.RunRecord, error) {
+	rec, ok, err := w.l.LoadRun()
 	v := w.l.VM(rec)
 	v.DialMonitor = w.hv.DialMonitor
+	if err == nil && !ok {
+		rec.SSHPort = w.Cfg.SSHPort
+	}
+	return v, rec, err
+}
+
+// vm is the handle on this workspace's QEMU.
+func (w *Workspace) vm() instance.VM {
+	v, _, _ := w.guest()
 	return v
 }
 
