@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // ConfigBlock is one OpenSSH client config entry for the guest.
@@ -35,7 +37,7 @@ func WriteConfig(path string, c ConfigBlock) error {
 		return fmt.Errorf("write ssh config: %w", err)
 	}
 	// The atomic write names the file and what failed.
-	return writeFileAtomic(path, []byte(text), 0o644)
+	return atomicfile.WriteFile(path, []byte(text), 0o644)
 }
 
 func (c ConfigBlock) render() (string, error) {

@@ -47,7 +47,7 @@ func EnsureKey(dir string) (Key, error) {
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " " + KeyComment
 	pub := priv + ".pub"
 	if old, err := os.ReadFile(pub); err != nil || strings.TrimSpace(string(old)) != line {
-		if err := writeFileAtomic(pub, []byte(line+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteFile(pub, []byte(line+"\n"), 0o644); err != nil {
 			return Key{}, fmt.Errorf("ssh key: write public key: %w", err)
 		}
 	}
@@ -88,10 +88,4 @@ func createKey(path string) (ssh.Signer, error) {
 		return nil, fmt.Errorf("ssh key: %w", err)
 	}
 	return loadKey(path)
-}
-
-// writeFileAtomic replaces path with data so that readers see the old or the
-// new content, never a part, and a crash leaves one of them too.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return atomicfile.WriteFile(path, data, perm)
 }

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/rsonpath/armdev/internal/atomicfile"
 )
 
 // ErrHostKeyMismatch is matched (errors.Is) by the error returned when the
@@ -188,7 +190,7 @@ func (k KnownHosts) write(lines []string) error {
 	if data != "" {
 		data += "\n"
 	}
-	return writeFileAtomic(k.Path, []byte(data), 0o600)
+	return atomicfile.WriteFile(k.Path, []byte(data), 0o600)
 }
 
 // hostsMatch reports whether one of a line's plain host entries is addr.
